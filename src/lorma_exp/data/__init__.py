@@ -1,0 +1,1 @@
+"""Task families: raw rows -> tokenised datasets, a collate function and an evaluator."""
