@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from lorma_exp.metrics.glue import GLUE_TASK_METRICS, METRICS, compute_metrics, glue_task_metrics
+from lorma_exp.metrics.glue import compute_metrics
 
 BINARY_PREDICTIONS = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 1]
 BINARY_LABELS = [1, 0, 0, 1, 0, 1, 1, 0, 1, 0, 0, 1]
@@ -147,35 +147,3 @@ def test_empty_inputs_are_rejected() -> None:
         compute_metrics(["accuracy"], [], [])
 
 
-# The paper-results.md header: "CoLA Matthews corr.; STS-B Pearson; MRPC F1; accuracy elsewhere".
-PAPER_MAIN_METRICS = {
-    "cola": "matthews",
-    "stsb": "pearson",
-    "mrpc": "f1",
-    "sst2": "accuracy",
-    "qqp": "accuracy",
-    "mnli": "accuracy",
-    "qnli": "accuracy",
-    "rte": "accuracy",
-}
-
-
-def test_glue_tasks_report_the_papers_main_metric() -> None:
-    assert {task: spec.main_metric for task, spec in GLUE_TASK_METRICS.items()} == PAPER_MAIN_METRICS
-
-
-def test_mrpc_and_qqp_report_both_f1_and_accuracy_and_stsb_both_correlations() -> None:
-    for task in ("mrpc", "qqp"):
-        assert set(glue_task_metrics(task).names) == {"f1", "accuracy"}
-    assert set(glue_task_metrics("stsb").names) == {"pearson", "spearman"}
-
-
-def test_every_task_metric_is_registered_and_includes_its_main_metric() -> None:
-    for spec in GLUE_TASK_METRICS.values():
-        assert spec.main_metric in spec.names
-        assert set(spec.names) <= set(METRICS)
-
-
-def test_unknown_glue_task_lists_the_known_tasks() -> None:
-    with pytest.raises(ValueError, match=r"unknown GLUE task 'wnli'.*cola, sst2, mrpc"):
-        glue_task_metrics("wnli")

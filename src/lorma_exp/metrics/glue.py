@@ -15,7 +15,6 @@ Non-finite regression predictions (a diverged head) give NaN correlations, so di
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
@@ -80,37 +79,6 @@ METRICS: Mapping[str, MetricFunction] = MappingProxyType(
 """The metrics :func:`compute_metrics` knows, by the name used in configs and ``results.json``."""
 
 
-@dataclass(frozen=True)
-class TaskMetrics:
-    """The metrics reported for a task; ``main_metric`` picks the best epoch and is the paper's number."""
-
-    names: tuple[str, ...]
-    main_metric: str
-
-
-GLUE_TASK_METRICS: Mapping[str, TaskMetrics] = MappingProxyType(
-    {
-        "cola": TaskMetrics(("matthews", "accuracy"), "matthews"),
-        "sst2": TaskMetrics(("accuracy",), "accuracy"),
-        "mrpc": TaskMetrics(("f1", "accuracy"), "f1"),
-        "qqp": TaskMetrics(("accuracy", "f1"), "accuracy"),
-        "stsb": TaskMetrics(("pearson", "spearman"), "pearson"),
-        "mnli": TaskMetrics(("accuracy",), "accuracy"),
-        "qnli": TaskMetrics(("accuracy",), "accuracy"),
-        "rte": TaskMetrics(("accuracy",), "accuracy"),
-    }
-)
-"""Per GLUE task, the metrics to compute and the one the paper's Table 2 reports (all higher-is-better)."""
-
-
-def glue_task_metrics(task: str) -> TaskMetrics:
-    """The metrics of GLUE task ``task`` (e.g. ``"cola"``), with an error listing the tasks if unknown."""
-    try:
-        return GLUE_TASK_METRICS[task]
-    except KeyError:
-        raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE_TASK_METRICS)}") from None
-
-
 def _as_vector(name: str, values: npt.ArrayLike) -> np.ndarray:
     """Flattens ``(n,)`` or ``(n, 1)`` (a regression head's output) to ``(n,)``; rejects anything else."""
     array = np.asarray(values)
@@ -132,8 +100,7 @@ def compute_metrics(
     """Computes each named metric of ``predictions`` against ``labels``.
 
     ``predictions`` are class ids for classification metrics and real-valued scores for ``pearson`` /
-    ``spearman``; ``metric_names`` come from :data:`METRICS` (for a GLUE task, use
-    ``glue_task_metrics(task).names``). Returns ``{name: fraction}`` in the order asked for.
+    ``spearman``; ``metric_names`` come from :data:`METRICS` (a task config's ``task.metrics``). Returns ``{name: fraction}`` in the order asked for.
     """
     unknown = [name for name in metric_names if name not in METRICS]
     if unknown:
