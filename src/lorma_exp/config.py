@@ -1,0 +1,459 @@
+"""The schema of every config the entry points compose, and its validation.
+
+The dataclasses below are registered as the root schema of ``conf/config.yaml``, so Hydra rejects an
+unknown key (a typo) or a value outside an enum (``mode=sideways``) while composing. Range checks that a
+type cannot express (``r=0``, ``dropout=1.5``) run in :func:`validate`, which the entry points call before
+any model or data is touched. Every error names the field and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field and the fix."""
+
+
+class _Choice(str, Enum):
+    """An enum whose members print as their plain value (``pre``, not ``Mode.pre``) in paths and logs."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Problem(_Choice):
+    classification = "classification"
+    regression = "regression"
+    causal_lm = "causal_lm"
+
+
+class MethodKind(_Choice):
+    lorma = "lorma"
+    lora = "lora"
+    full_ft = "full_ft"
+    peft_lora = "peft_lora"
+    peft_dora = "peft_dora"
+
+
+class Inflation(_Choice):
+    rri = "rri"
+    shift = "shift"
+    none = "none"
+
+
+class Mode(_Choice):
+    pre = "pre"
+    post = "post"
+
+
+class Bias(_Choice):
+    none = "none"
+    all = "all"
+    adapter = "adapter"
+
+
+class DropoutOn(_Choice):
+    adapter = "adapter"
+    input = "input"
+
+
+class Scheduler(_Choice):
+    linear = "linear"
+    cosine = "cosine"
+    constant = "constant"
+
+
+class Precision(_Choice):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class EvalStrategy(_Choice):
+    epoch = "epoch"
+    steps = "steps"
+    no = "no"
+
+
+class Strategy(_Choice):
+    auto = "auto"
+    single = "single"
+    ddp = "ddp"
+
+
+@dataclass
+class TaskConfig:
+    """What is learned and how it is scored."""
+
+    name: str = MISSING
+    family: str = MISSING
+    problem: Problem = MISSING
+    num_labels: int = 0
+    metrics: list[str] = field(default_factory=list)
+    main_metric: str = MISSING
+    greater_is_better: bool = True
+
+
+@dataclass
+class DataConfig:
+    """Where the rows come from and how they become model inputs."""
+
+    dataset: str | None = None
+    subset: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    text_fields: list[str] = field(default_factory=list)
+    label_field: str | None = "label"
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["validation"])
+    max_length: int = 128
+    limit: int | None = None
+    eval_limit: int | None = None
+    sample_seed: int = 0
+    num_examples: int = 0
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings for generation tasks (ignored by classification tasks)."""
+
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    max_new_tokens: int = 64
+    batch_size: int = 16
+
+
+@dataclass
+class ModelConfig:
+    """The backbone: a hub name, a local folder, or an embedded (pip-installed) model."""
+
+    name: str = MISSING
+    name_or_path: str = MISSING
+    tokenizer: str | None = None
+    revision: str | None = None
+    dtype: str = "float32"
+    targets: list[str] = field(default_factory=lambda: ["q", "v"])
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class MethodConfig:
+    """How the backbone is adapted. ``r``, ``alpha``, ``mode`` and ``inflation`` come from the top level."""
+
+    name: str = MISSING
+    kind: MethodKind = MISSING
+    inflation: Inflation | None = None
+    mode: Mode = Mode.pre
+    r: int = 8
+    alpha: float = 16.0
+    targets: list[str] = field(default_factory=list)
+    dropout: float = 0.0
+    dropout_on: DropoutOn = DropoutOn.adapter
+    bias: Bias = Bias.none
+    modules_to_save: list[str] | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """The optimisation loop; ``batch_size`` is per device."""
+
+    strategy: Strategy = Strategy.auto
+    device: str = "auto"
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 32
+    global_batch_size: int | None = None
+    grad_accum: int = 1
+    eval_batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    scheduler: Scheduler = Scheduler.linear
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float | None = 1.0
+    label_smoothing: float = 0.0
+    precision: Precision = Precision.fp32
+    eval_strategy: EvalStrategy = EvalStrategy.epoch
+    eval_steps: int = 0
+    eval_before_training: bool = False
+    log_every: int = 10
+    checkpoint_every_steps: int = 0
+    snapshot_every_epoch: bool = False
+    num_workers: int = 0
+    progress_bar: bool = True
+
+
+@dataclass
+class WandbConfig:
+    project: str = "lorma-exp"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "auto"
+
+
+@dataclass
+class LoggerConfig:
+    """CSV/JSONL logs are always written; ``wandb`` adds a wandb run."""
+
+    wandb: bool = False
+    wandb_settings: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class PaperCell:
+    """The cell of a paper table that a reproduction run stands for."""
+
+    table: str = MISSING
+    model: str = MISSING
+    task: str = MISSING
+    method: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """The root of ``conf/config.yaml``."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 42
+    r: int = 8
+    alpha: float = 16.0
+    mode: Mode = Mode.pre
+    inflation: Inflation | None = None
+    experiment_name: str = "default"
+    run_name: str = ""
+    run_dir: str | None = None
+    resume: bool = False
+    skip_finished: bool = False
+    smoke: bool = False
+    paper_cell: PaperCell | None = None
+
+
+@dataclass
+class EvalConfig:
+    """The root of ``conf/eval.yaml``: re-evaluate a finished run's saved weights."""
+
+    run_dir: str = MISSING
+    weights: str = "adapter"
+    splits: list[str] | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+RUN_STAMP_ENV = "LORMA_RUN_STAMP"
+
+
+def run_stamp() -> str:
+    """The time stamp naming a new run folder, shared by every rank of a distributed launch.
+
+    Seconds plus the process id keep two runs started in the same second apart; the launcher exports
+    ``LORMA_RUN_STAMP`` from rank 0 so that all ranks of one torchrun job agree on one folder.
+    """
+    shared = os.environ.get(RUN_STAMP_ENV)
+    if shared:
+        return shared
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{os.getpid() % 100000:05d}"
+
+
+def register_configs() -> None:
+    """Make the schema available to ``defaults: [train_schema, ...]`` and install our resolvers."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+    resolvers = {
+        # ``${first_set:${inflation},rri}``: a method's own default unless the top level sets one.
+        "first_set": lambda *values: next((v for v in values if v is not None), None),
+        "join": lambda values, sep="-": sep.join(str(v) for v in values) if values else "none",
+        "num": lambda value: f"{value:g}",
+        "run_stamp": run_stamp,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=name == "run_stamp")
+
+
+def _check(condition: bool, field_name: str, problem: str, fix: str) -> None:
+    if not condition:
+        raise ConfigError(f"{field_name}: {problem}. {fix}")
+
+
+def validate(cfg: DictConfig) -> TrainConfig:
+    """Check ranges and cross-field rules that the schema's types cannot express; return typed settings."""
+    settings: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    method, trainer, data, task = settings.method, settings.trainer, settings.data, settings.task
+    adapted = method.kind in (MethodKind.lorma, MethodKind.lora, MethodKind.peft_lora, MethodKind.peft_dora)
+    if adapted:
+        _check(method.r > 0, "r", f"must be a positive integer, got {method.r}", "Use e.g. r=8.")
+        _check(method.alpha > 0, "alpha", f"must be positive, got {method.alpha}", "Use e.g. alpha=16.")
+        _check(
+            0.0 <= method.dropout < 1.0,
+            "method.dropout",
+            f"must be in [0, 1), got {method.dropout}",
+            "Use e.g. method.dropout=0.1.",
+        )
+        _check(
+            bool(method.targets),
+            "method.targets",
+            "is empty",
+            "Name the layers to adapt, e.g. method.targets=[q,v] or model.targets=[q,v].",
+        )
+    if method.kind == MethodKind.lorma:
+        _check(
+            method.inflation is not None,
+            "inflation",
+            "is not set for a LoRMA method",
+            "Use inflation=rri (LoRMA+), shift (LoRMA_pi) or none.",
+        )
+    else:
+        _check(
+            settings.inflation is None,
+            "inflation",
+            f"only applies to LoRMA methods, but method={method.name}",
+            "Drop the inflation override or pick method=lorma_plus / lorma_pi / lorma_none.",
+        )
+    _check(trainer.lr > 0, "trainer.lr", f"must be positive, got {trainer.lr}", "Use e.g. trainer.lr=5e-4.")
+    _check(
+        trainer.weight_decay >= 0,
+        "trainer.weight_decay",
+        f"must be >= 0, got {trainer.weight_decay}",
+        "Use e.g. trainer.weight_decay=0.1.",
+    )
+    _check(
+        trainer.batch_size > 0,
+        "trainer.batch_size",
+        f"must be positive, got {trainer.batch_size}",
+        "Use e.g. trainer.batch_size=32.",
+    )
+    _check(
+        trainer.eval_batch_size > 0,
+        "trainer.eval_batch_size",
+        f"must be positive, got {trainer.eval_batch_size}",
+        "Use e.g. trainer.eval_batch_size=64.",
+    )
+    _check(
+        trainer.grad_accum > 0,
+        "trainer.grad_accum",
+        f"must be positive, got {trainer.grad_accum}",
+        "Use trainer.grad_accum=1 for no accumulation.",
+    )
+    _check(
+        trainer.global_batch_size is None or trainer.global_batch_size > 0,
+        "trainer.global_batch_size",
+        f"must be positive, got {trainer.global_batch_size}",
+        "Use e.g. trainer.global_batch_size=64.",
+    )
+    _check(
+        trainer.epochs > 0 or (trainer.max_steps or 0) > 0,
+        "trainer.epochs",
+        f"must be positive unless trainer.max_steps is set, got {trainer.epochs}",
+        "Use e.g. trainer.epochs=3.",
+    )
+    _check(
+        trainer.max_steps is None or trainer.max_steps > 0,
+        "trainer.max_steps",
+        f"must be positive, got {trainer.max_steps}",
+        "Use trainer.max_steps=null to train by epochs.",
+    )
+    _check(
+        0.0 <= trainer.warmup_ratio < 1.0,
+        "trainer.warmup_ratio",
+        f"must be in [0, 1), got {trainer.warmup_ratio}",
+        "Use e.g. trainer.warmup_ratio=0.06.",
+    )
+    _check(
+        trainer.warmup_steps >= 0,
+        "trainer.warmup_steps",
+        f"must be >= 0, got {trainer.warmup_steps}",
+        "Use trainer.warmup_steps=0 to use warmup_ratio.",
+    )
+    _check(
+        0.0 <= trainer.label_smoothing < 1.0,
+        "trainer.label_smoothing",
+        f"must be in [0, 1), got {trainer.label_smoothing}",
+        "Use e.g. trainer.label_smoothing=0.1.",
+    )
+    _check(
+        trainer.max_grad_norm is None or trainer.max_grad_norm > 0,
+        "trainer.max_grad_norm",
+        f"must be positive, got {trainer.max_grad_norm}",
+        "Use trainer.max_grad_norm=null to disable clipping.",
+    )
+    _check(
+        trainer.eval_strategy != EvalStrategy.steps or trainer.eval_steps > 0,
+        "trainer.eval_steps",
+        "must be positive with trainer.eval_strategy=steps",
+        "Use e.g. trainer.eval_steps=200.",
+    )
+    _check(
+        trainer.log_every > 0,
+        "trainer.log_every",
+        f"must be positive, got {trainer.log_every}",
+        "Use e.g. trainer.log_every=10.",
+    )
+    _check(
+        trainer.device in ("auto", "cpu", "cuda") or trainer.device.startswith("cuda:"),
+        "trainer.device",
+        f"must be auto, cpu, cuda or cuda:N, got {trainer.device!r}",
+        "Use trainer.device=auto.",
+    )
+    _check(
+        settings.model.dtype in ("float32", "bfloat16", "float16"),
+        "model.dtype",
+        f"must be float32, bfloat16 or float16, got {settings.model.dtype!r}",
+        "Use model.dtype=float32.",
+    )
+    _check(
+        data.max_length > 0,
+        "data.max_length",
+        f"must be positive, got {data.max_length}",
+        "Use e.g. data.max_length=128.",
+    )
+    _check(
+        data.limit is None or data.limit > 0,
+        "data.limit",
+        f"must be positive, got {data.limit}",
+        "Use data.limit=null for the whole training set.",
+    )
+    _check(
+        data.eval_limit is None or data.eval_limit > 0,
+        "data.eval_limit",
+        f"must be positive, got {data.eval_limit}",
+        "Use data.eval_limit=null for whole evaluation splits.",
+    )
+    _check(
+        bool(data.eval_splits), "data.eval_splits", "is empty", "Name at least one split, e.g. [validation]."
+    )
+    _check(
+        task.main_metric in task.metrics,
+        "task.main_metric",
+        f"{task.main_metric!r} is not one of task.metrics {task.metrics}",
+        "Add it to task.metrics.",
+    )
+    if task.problem == Problem.classification:
+        _check(
+            task.num_labels >= 2,
+            "task.num_labels",
+            f"must be >= 2 for classification, got {task.num_labels}",
+            "Set task.num_labels to the number of classes.",
+        )
+    return settings
