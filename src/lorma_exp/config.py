@@ -89,6 +89,11 @@ class Strategy(_Choice):
     ddp = "ddp"
 
 
+class GenerationBackend(_Choice):
+    hf = "hf"
+    vllm = "vllm"
+
+
 @dataclass
 class TaskConfig:
     """What is learned and how it is scored."""
@@ -130,7 +135,7 @@ class GenerationConfig:
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     max_new_tokens: int = 64
-    batch_size: int = 16
+    backend: GenerationBackend = GenerationBackend.hf
 
 
 @dataclass
@@ -439,6 +444,25 @@ def validate(cfg: DictConfig) -> TrainConfig:
         "data.eval_limit",
         f"must be positive, got {data.eval_limit}",
         "Use data.eval_limit=null for whole evaluation splits.",
+    )
+    generation = settings.generation
+    _check(
+        generation.num_beams >= 1,
+        "generation.num_beams",
+        f"must be >= 1, got {generation.num_beams}",
+        "Use generation.num_beams=1 for greedy decoding.",
+    )
+    _check(
+        generation.max_new_tokens >= 1,
+        "generation.max_new_tokens",
+        f"must be >= 1, got {generation.max_new_tokens}",
+        "Use e.g. generation.max_new_tokens=64.",
+    )
+    _check(
+        generation.no_repeat_ngram_size >= 0,
+        "generation.no_repeat_ngram_size",
+        f"must be >= 0, got {generation.no_repeat_ngram_size}",
+        "Use 0 to allow repeats.",
     )
     _check(
         bool(data.eval_splits), "data.eval_splits", "is empty", "Name at least one split, e.g. [validation]."

@@ -151,6 +151,7 @@ def load_tokenizer(model_cfg: ModelConfig, problem: Problem) -> PreTrainedTokeni
         tokenizer.pad_token = tokenizer.eos_token
     if problem == Problem.causal_lm:
         tokenizer.padding_side = "left"  # generation continues from the right end of every row
+        tokenizer.truncation_side = "left"  # a long prompt keeps its end, next to the answer
     return tokenizer
 
 
