@@ -145,5 +145,3 @@ def test_logits_instead_of_class_ids_are_rejected() -> None:
 def test_empty_inputs_are_rejected() -> None:
     with pytest.raises(ValueError, match="predictions is empty"):
         compute_metrics(["accuracy"], [], [])
-
-
