@@ -39,6 +39,7 @@ from lorma_exp.trainer import Trainer, TrainingInterrupted, TrainResult
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 USER_ERRORS = (ConfigError, ModelLoadError, DataLoadError)
 
 
@@ -223,19 +224,47 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     return record
 
 
-def load_run_settings(run_dir: Path, data_overrides: dict[str, Any]) -> TrainConfig:
-    """A finished run's own config (config.yaml), with data settings overridden for re-evaluation."""
+def load_run_settings(run_dir: Path, options: EvalConfig) -> TrainConfig:
+    """A finished run's own config (config.yaml), with the task and data settings an evaluation asks for.
+
+    ``task=<name>`` swaps in another task's ``task``, ``data`` and ``generation`` sections (a model trained
+    on MetaMathQA scored on GSM8K); ``data.*`` overrides apply last.
+    """
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
         raise ConfigError(
             f"run_dir: {run_dir} has no config.yaml. Point run_dir at a run folder made by train.py."
         )
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(config_path))
+    if options.task:
+        other = compose_task(options.task)
+        if (other.task.problem, other.task.num_labels) != (cfg.task.problem, cfg.task.num_labels):
+            raise ConfigError(
+                f"task: {options.task} is a {other.task.problem} task with {other.task.num_labels} labels; the "
+                f"run trained a {cfg.task.problem} head with {cfg.task.num_labels}. Pick a task of the same kind."
+            )
+        for section in ("task", "data", "generation"):
+            cfg[section] = other[section]
     try:
-        cfg.data = OmegaConf.merge(cfg.data, data_overrides)
+        cfg.data = OmegaConf.merge(cfg.data, options.data)
     except Exception as error:  # omegaconf reports unknown keys with their full path
-        raise ConfigError(f"data: cannot apply {data_overrides}: {error}") from error
+        raise ConfigError(f"data: cannot apply {options.data}: {error}") from error
     return validate(cfg)
+
+
+def compose_task(task: str) -> DictConfig:
+    """The training config with ``task=<task>``, composed from conf/ (inside or outside a Hydra app)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose("config", overrides=[f"task={task}"])
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[f"task={task}"])
+    except HydraException as error:
+        raise ConfigError(f"task: {error}") from error
 
 
 @exit_on_user_error
@@ -247,7 +276,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if not weights.is_dir():
         saved = sorted(p.name for p in run_dir.glob("adapter*") if p.is_dir())
         raise ConfigError(f"weights: {weights} does not exist. Saved weights in this run: {saved or 'none'}.")
-    settings = load_run_settings(run_dir, options.data)
+    settings = load_run_settings(run_dir, options)
     if options.splits:
         settings.data.eval_splits = list(options.splits)
     settings.data.limit = 1  # evaluation never reads the training rows: tokenise just one
