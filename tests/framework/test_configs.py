@@ -87,7 +87,7 @@ def test_the_default_is_lorma_plus_on_the_embedded_model_and_task(compose_train)
 
 def test_run_name_is_readable_and_distinguishes_sweep_axes(compose_train) -> None:
     cfg = compose_train("task=cola", "method=lorma_pi", "r=4", "alpha=8", "mode=post", "seed=3")
-    assert cfg.run_name == "cola/minilm/lorma_pi_r4_a8_post_q-v/seed3"
+    assert cfg.run_name == "minilm/cola/lorma_pi_r4_a8_post_q-v/seed3"
 
 
 @pytest.mark.parametrize(
