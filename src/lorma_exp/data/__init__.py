@@ -20,6 +20,10 @@ FAMILIES = {
     "glue": "lorma_exp.data.glue:build",
     "text_classification": "lorma_exp.data.text_classification:build",
     "embedded_reviews": "lorma_exp.data.embedded:build_reviews",
+    "e2e": "lorma_exp.data.nlg:build_e2e",
+    "webnlg": "lorma_exp.data.nlg:build_webnlg",
+    "dart": "lorma_exp.data.nlg:build_dart",
+    "embedded_restaurants": "lorma_exp.data.restaurants:build",
 }
 
 
