@@ -1,9 +1,19 @@
-"""The one-screen summary printed when a run ends."""
+"""The one-screen summary printed when a run ends.
+
+Tasks steer two optional parts through ``TaskData.info``: ``sample_predictions`` names the split whose
+saved predictions (``predictions/<split>.jsonl``, the final evaluation's) are shown, a few examples of
+input and output. A split scored by more than two metrics is shown as a before / final table.
+"""
 
 from __future__ import annotations
 
+import json
+import textwrap
 from pathlib import Path
 from typing import Any
+
+SAMPLES_SHOWN = 3
+WIDTH = 78
 
 
 def _duration(seconds: float) -> str:
@@ -16,6 +26,32 @@ def _metrics(record: dict[str, Any] | None) -> str:
     if not record:
         return "—"
     return ", ".join(f"{name} {value:.4f}" for name, value in record["metrics"].items() if "/" not in name)
+
+
+def _metric_table(initial: dict[str, Any] | None, final: dict[str, Any]) -> list[str]:
+    """One row per metric of the first evaluation split: before training (if evaluated) and final."""
+    names = [name for name in final["metrics"] if "/" not in name]
+    before = initial["metrics"] if initial else {}
+    rows = [f"  {'metric':<10} {'before':>10} {'final':>10}"]
+    for name in names:
+        start = f"{before[name]:>10.4f}" if name in before else f"{'—':>10}"
+        rows.append(f"  {name:<10} {start} {final['metrics'][name]:>10.4f}")
+    return rows
+
+
+def _samples(path: Path) -> list[str]:
+    """The first saved predictions: the example's input (or prompt), then the model's output."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines()[:SAMPLES_SHOWN]]
+    lines = [f"  samples    final model, {path.stem}:"]
+    for row in rows:
+        shown = str(row.get("input", row["prompt"])).strip()
+        lines += textwrap.wrap(shown, WIDTH, initial_indent="    ", subsequent_indent="      ")
+        lines += textwrap.wrap(
+            row["hypothesis"] or "(empty)", WIDTH, initial_indent="    → ", subsequent_indent="      "
+        )
+    return lines
 
 
 def format_summary(results: dict[str, Any], run_dir: Path, task_info: dict[str, Any]) -> str:
@@ -62,7 +98,15 @@ def format_summary(results: dict[str, Any], run_dir: Path, task_info: dict[str, 
         ("wall time", _duration(train["wall_time_s"])),
         ("outputs", f"{run_dir}/  (results.json, metrics.jsonl, loss_curve.png, adapter/, train.log)"),
     ]
+    final = results["final"]
+    as_table = final is not None and sum("/" not in name for name in final["metrics"]) > 2
+    if as_table:
+        lines = [(label, value) for label, value in lines if label not in ("before", "final")]
+    body = [f"  {label:<10} {value}" for label, value in lines if value]
+    if as_table:
+        body += _metric_table(results["initial"], final)
+    if "sample_predictions" in task_info:
+        body += _samples(run_dir / "predictions" / f"{task_info['sample_predictions']}.jsonl")
     title = " lorma-exp: run finished "
-    width = 78
-    body = "\n".join(f"  {label:<10} {value}" for label, value in lines if value)
-    return f"\n{title:─^{width}}\n{body}\n{'─' * width}"
+    joined = "\n".join(body)
+    return f"\n{title:─^{WIDTH}}\n{joined}\n{'─' * WIDTH}"
