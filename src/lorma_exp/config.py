@@ -303,20 +303,72 @@ def _check(condition: bool, field_name: str, problem: str, fix: str) -> None:
         raise ConfigError(f"{field_name}: {problem}. {fix}")
 
 
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0
+
+
+def _fraction(value: float) -> bool:
+    return 0.0 <= value < 1.0
+
+
+_WORDING = {_positive: "must be positive", _non_negative: "must be >= 0", _fraction: "must be in [0, 1)"}
+
+# (field, rule, an example of a good value); optional fields are checked only when set.
+_RANGE_RULES = (
+    ("trainer.lr", _positive, "trainer.lr=5e-4"),
+    ("trainer.weight_decay", _non_negative, "trainer.weight_decay=0.1"),
+    ("trainer.batch_size", _positive, "trainer.batch_size=32"),
+    ("trainer.eval_batch_size", _positive, "trainer.eval_batch_size=64"),
+    ("trainer.grad_accum", _positive, "trainer.grad_accum=1"),
+    ("trainer.global_batch_size", _positive, "trainer.global_batch_size=64"),
+    ("trainer.max_steps", _positive, "trainer.max_steps=null (train by epochs)"),
+    ("trainer.epochs", _non_negative, "trainer.epochs=3"),
+    ("trainer.warmup_ratio", _fraction, "trainer.warmup_ratio=0.06"),
+    ("trainer.warmup_steps", _non_negative, "trainer.warmup_steps=0 (use warmup_ratio)"),
+    ("trainer.label_smoothing", _fraction, "trainer.label_smoothing=0.1"),
+    ("trainer.max_grad_norm", _positive, "trainer.max_grad_norm=null (no clipping)"),
+    ("trainer.log_every", _positive, "trainer.log_every=10"),
+    (
+        "trainer.checkpoint_every_steps",
+        _non_negative,
+        "trainer.checkpoint_every_steps=0 (only at evaluations)",
+    ),
+    ("data.max_length", _positive, "data.max_length=128"),
+    ("data.limit", _positive, "data.limit=null (the whole training set)"),
+    ("data.eval_limit", _positive, "data.eval_limit=null (whole evaluation splits)"),
+    ("generation.num_beams", _positive, "generation.num_beams=1 (greedy)"),
+    ("generation.max_new_tokens", _positive, "generation.max_new_tokens=64"),
+    ("generation.no_repeat_ngram_size", _non_negative, "generation.no_repeat_ngram_size=0 (allow repeats)"),
+)
+_ADAPTER_RULES = (
+    ("r", _positive, "r=8"),
+    ("alpha", _positive, "alpha=16"),
+    ("method.dropout", _fraction, "method.dropout=0.1"),
+)
+
+
+def _check_ranges(settings: TrainConfig, rules: tuple) -> None:
+    for path, rule, example in rules:
+        owner: Any = settings
+        *parents, name = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent)
+        value = getattr(owner, name) if parents else getattr(settings.method, name, None)
+        if value is not None and not rule(value):
+            raise ConfigError(f"{path}: {_WORDING[rule]}, got {value}. Use e.g. {example}.")
+
+
 def validate(cfg: DictConfig) -> TrainConfig:
     """Check ranges and cross-field rules that the schema's types cannot express; return typed settings."""
     settings: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     method, trainer, data, task = settings.method, settings.trainer, settings.data, settings.task
-    adapted = method.kind in (MethodKind.lorma, MethodKind.lora, MethodKind.peft_lora, MethodKind.peft_dora)
-    if adapted:
-        _check(method.r > 0, "r", f"must be a positive integer, got {method.r}", "Use e.g. r=8.")
-        _check(method.alpha > 0, "alpha", f"must be positive, got {method.alpha}", "Use e.g. alpha=16.")
-        _check(
-            0.0 <= method.dropout < 1.0,
-            "method.dropout",
-            f"must be in [0, 1), got {method.dropout}",
-            "Use e.g. method.dropout=0.1.",
-        )
+    _check_ranges(settings, _RANGE_RULES)
+    if method.kind in (MethodKind.lorma, MethodKind.lora, MethodKind.peft_lora, MethodKind.peft_dora):
+        _check_ranges(settings, _ADAPTER_RULES)
         _check(
             bool(method.targets),
             "method.targets",
@@ -337,84 +389,17 @@ def validate(cfg: DictConfig) -> TrainConfig:
             f"only applies to LoRMA methods, but method={method.name}",
             "Drop the inflation override or pick method=lorma_plus / lorma_pi / lorma_none.",
         )
-    _check(trainer.lr > 0, "trainer.lr", f"must be positive, got {trainer.lr}", "Use e.g. trainer.lr=5e-4.")
     _check(
-        trainer.weight_decay >= 0,
-        "trainer.weight_decay",
-        f"must be >= 0, got {trainer.weight_decay}",
-        "Use e.g. trainer.weight_decay=0.1.",
-    )
-    _check(
-        trainer.batch_size > 0,
-        "trainer.batch_size",
-        f"must be positive, got {trainer.batch_size}",
-        "Use e.g. trainer.batch_size=32.",
-    )
-    _check(
-        trainer.eval_batch_size > 0,
-        "trainer.eval_batch_size",
-        f"must be positive, got {trainer.eval_batch_size}",
-        "Use e.g. trainer.eval_batch_size=64.",
-    )
-    _check(
-        trainer.grad_accum > 0,
-        "trainer.grad_accum",
-        f"must be positive, got {trainer.grad_accum}",
-        "Use trainer.grad_accum=1 for no accumulation.",
-    )
-    _check(
-        trainer.global_batch_size is None or trainer.global_batch_size > 0,
-        "trainer.global_batch_size",
-        f"must be positive, got {trainer.global_batch_size}",
-        "Use e.g. trainer.global_batch_size=64.",
-    )
-    _check(
-        trainer.epochs > 0 or (trainer.max_steps or 0) > 0,
+        trainer.epochs > 0 or trainer.max_steps is not None,
         "trainer.epochs",
         f"must be positive unless trainer.max_steps is set, got {trainer.epochs}",
         "Use e.g. trainer.epochs=3.",
-    )
-    _check(
-        trainer.max_steps is None or trainer.max_steps > 0,
-        "trainer.max_steps",
-        f"must be positive, got {trainer.max_steps}",
-        "Use trainer.max_steps=null to train by epochs.",
-    )
-    _check(
-        0.0 <= trainer.warmup_ratio < 1.0,
-        "trainer.warmup_ratio",
-        f"must be in [0, 1), got {trainer.warmup_ratio}",
-        "Use e.g. trainer.warmup_ratio=0.06.",
-    )
-    _check(
-        trainer.warmup_steps >= 0,
-        "trainer.warmup_steps",
-        f"must be >= 0, got {trainer.warmup_steps}",
-        "Use trainer.warmup_steps=0 to use warmup_ratio.",
-    )
-    _check(
-        0.0 <= trainer.label_smoothing < 1.0,
-        "trainer.label_smoothing",
-        f"must be in [0, 1), got {trainer.label_smoothing}",
-        "Use e.g. trainer.label_smoothing=0.1.",
-    )
-    _check(
-        trainer.max_grad_norm is None or trainer.max_grad_norm > 0,
-        "trainer.max_grad_norm",
-        f"must be positive, got {trainer.max_grad_norm}",
-        "Use trainer.max_grad_norm=null to disable clipping.",
     )
     _check(
         trainer.eval_strategy != EvalStrategy.steps or trainer.eval_steps > 0,
         "trainer.eval_steps",
         "must be positive with trainer.eval_strategy=steps",
         "Use e.g. trainer.eval_steps=200.",
-    )
-    _check(
-        trainer.log_every > 0,
-        "trainer.log_every",
-        f"must be positive, got {trainer.log_every}",
-        "Use e.g. trainer.log_every=10.",
     )
     _check(
         trainer.device in ("auto", "cpu", "cuda") or trainer.device.startswith("cuda:"),
@@ -427,43 +412,6 @@ def validate(cfg: DictConfig) -> TrainConfig:
         "model.dtype",
         f"must be float32, bfloat16 or float16, got {settings.model.dtype!r}",
         "Use model.dtype=float32.",
-    )
-    _check(
-        data.max_length > 0,
-        "data.max_length",
-        f"must be positive, got {data.max_length}",
-        "Use e.g. data.max_length=128.",
-    )
-    _check(
-        data.limit is None or data.limit > 0,
-        "data.limit",
-        f"must be positive, got {data.limit}",
-        "Use data.limit=null for the whole training set.",
-    )
-    _check(
-        data.eval_limit is None or data.eval_limit > 0,
-        "data.eval_limit",
-        f"must be positive, got {data.eval_limit}",
-        "Use data.eval_limit=null for whole evaluation splits.",
-    )
-    generation = settings.generation
-    _check(
-        generation.num_beams >= 1,
-        "generation.num_beams",
-        f"must be >= 1, got {generation.num_beams}",
-        "Use generation.num_beams=1 for greedy decoding.",
-    )
-    _check(
-        generation.max_new_tokens >= 1,
-        "generation.max_new_tokens",
-        f"must be >= 1, got {generation.max_new_tokens}",
-        "Use e.g. generation.max_new_tokens=64.",
-    )
-    _check(
-        generation.no_repeat_ngram_size >= 0,
-        "generation.no_repeat_ngram_size",
-        f"must be >= 0, got {generation.no_repeat_ngram_size}",
-        "Use 0 to allow repeats.",
     )
     _check(
         bool(data.eval_splits), "data.eval_splits", "is empty", "Name at least one split, e.g. [validation]."

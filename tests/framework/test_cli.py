@@ -24,7 +24,7 @@ def run_entry(*args: str, timeout: int = 300, module: str | None = None) -> subp
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
-        ("r=0", "r: must be a positive integer"),
+        ("r=0", "r: must be positive, got 0"),
         ("mode=sideways", "sideways"),
         ("trainer.lrr=1", "lrr"),
         ("task=no_such_task", "no_such_task"),
