@@ -53,15 +53,15 @@ def pi(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def _effective_factors(
-    lora_a: torch.Tensor, lora_b: torch.Tensor, weight: torch.Tensor, fold: Fold, dtype: torch.dtype
+    factor_a: torch.Tensor, factor_b: torch.Tensor, weight: torch.Tensor, fold: Fold, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`(A_eff, B_eff)` in `dtype`. A product with `W` runs in W's own dtype (the small factor is cast, never
     the weight), so no weight-sized copy is made."""
     if fold == "into_A":
-        lora_a = lora_a.to(weight.dtype) @ weight
+        factor_a = factor_a.to(weight.dtype) @ weight
     elif fold == "into_B":
-        lora_b = weight @ lora_b.to(weight.dtype)
-    return lora_a.to(dtype), lora_b.to(dtype)
+        factor_b = weight @ factor_b.to(weight.dtype)
+    return factor_a.to(dtype), factor_b.to(dtype)
 
 
 class _LowRankBranch(torch.autograd.Function):
@@ -80,29 +80,29 @@ class _LowRankBranch(torch.autograd.Function):
     def forward(
         ctx,
         x: torch.Tensor,
-        lora_a: torch.Tensor,
-        lora_b: torch.Tensor,
+        factor_a: torch.Tensor,
+        factor_b: torch.Tensor,
         weight: torch.Tensor,
         scale: float,
         fold: Fold,
     ) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            a_eff, b_eff = _effective_factors(lora_a, lora_b, weight, fold, x.dtype)
+            a_eff, b_eff = _effective_factors(factor_a, factor_b, weight, fold, x.dtype)
             u = x @ a_eff.T
             out = u @ (b_eff * scale).T
-        ctx.save_for_backward(x, u, lora_a, lora_b, weight)
+        ctx.save_for_backward(x, u, factor_a, factor_b, weight)
         ctx.scale = scale
         ctx.fold = fold
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        x, u, lora_a, lora_b, weight = ctx.saved_tensors
+        x, u, factor_a, factor_b, weight = ctx.saved_tensors
         scale, fold = ctx.scale, ctx.fold
         needs_x, needs_a, needs_b = ctx.needs_input_grad[:3]
         grad_x = grad_a = grad_b = None
         with torch.autocast(x.device.type, enabled=False):
-            a_eff, b_eff = _effective_factors(lora_a, lora_b, weight, fold, x.dtype)
+            a_eff, b_eff = _effective_factors(factor_a, factor_b, weight, fold, x.dtype)
             grad_out = grad_out.to(x.dtype)
             scaled_gb = grad_out @ (b_eff * scale)
             if needs_x:
@@ -111,19 +111,19 @@ class _LowRankBranch(torch.autograd.Function):
                 grad_a_eff = scaled_gb.T @ x
                 if fold == "into_A":
                     grad_a_eff = grad_a_eff.to(weight.dtype) @ weight.T
-                grad_a = grad_a_eff.to(lora_a.dtype)
+                grad_a = grad_a_eff.to(factor_a.dtype)
             if needs_b:
                 grad_b_eff = (grad_out.T @ u) * scale
                 if fold == "into_B":
                     grad_b_eff = weight.T @ grad_b_eff.to(weight.dtype)
-                grad_b = grad_b_eff.to(lora_b.dtype)
+                grad_b = grad_b_eff.to(factor_b.dtype)
         return grad_x, grad_a, grad_b, None, None, None
 
 
 def low_rank_branch(
     x: torch.Tensor,
-    lora_a: torch.Tensor,
-    lora_b: torch.Tensor,
+    factor_a: torch.Tensor,
+    factor_b: torch.Tensor,
     weight: torch.Tensor,
     scale: float,
     fold: Fold,
@@ -135,7 +135,7 @@ def low_rank_branch(
     """
     if weight.requires_grad:
         raise ValueError("low_rank_branch: the base weight must be frozen (requires_grad=False)")
-    return _LowRankBranch.apply(x, lora_a, lora_b, weight, scale, fold)
+    return _LowRankBranch.apply(x, factor_a, factor_b, weight, scale, fold)
 
 
 def shift_prefers_weight_path(tokens: int, shapes: list[tuple[int, int]], training: bool) -> bool:

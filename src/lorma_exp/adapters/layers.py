@@ -95,14 +95,12 @@ class AdapterLayer(nn.Module):
                 f"{type(self).__name__} wraps nn.Linear or GPT-2 Conv1D, not {type(base_layer).__name__}"
             )
         weight = weight_matrix(base_layer)
+        base_layer.weight.requires_grad_(False)
         self.base_layer = base_layer
-        self.config = config
+        self.adapter_config = config
         self.out_features, self.in_features = weight.shape
         self.is_sliced = slices is not None
-        self.slices: tuple[OutputSlice, ...] = (
-            tuple(slices) if slices else (OutputSlice("", 0, self.out_features),)
-        )
-        self._check_slices()
+        self.slices = self._ordered_slices(slices) if slices else (OutputSlice("", 0, self.out_features),)
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.train(base_layer.training)  # an eval-mode model stays in eval mode
         # Half-precision bases get float32 factors, so optimiser updates are not lost to rounding.
@@ -114,36 +112,37 @@ class AdapterLayer(nn.Module):
             self.register_parameter(name, nn.Parameter(tensor))
         self.reset_parameters()
 
-    def _check_slices(self) -> None:
-        sizes = {piece.size for piece in self.slices}
-        ordered = sorted(self.slices, key=lambda piece: piece.start)
+    def _ordered_slices(self, slices: Sequence[OutputSlice]) -> tuple[OutputSlice, ...]:
+        """The slices by position; they must be equal-sized (their factors are stacked) and disjoint."""
+        ordered = tuple(sorted(slices, key=lambda piece: piece.start))
+        sizes = {piece.size for piece in ordered}
         overlapping = any(a.stop > b.start for a, b in itertools.pairwise(ordered))
         if len(sizes) != 1 or overlapping or ordered[0].start < 0 or ordered[-1].stop > self.out_features:
             raise ValueError(
-                f"output slices {self.slices} must be equal-sized, disjoint and within 0..{self.out_features}"
+                f"output slices {slices} must be equal-sized, disjoint and within 0..{self.out_features}"
             )
-        self.slices = tuple(ordered)
+        return ordered
 
     # --- parameters -------------------------------------------------------------------------------------
 
     def _factor_shapes(self, piece: OutputSlice) -> tuple[tuple[int, int], tuple[int, int]]:
         raise NotImplementedError
 
-    def _init_slice(self, lora_a: torch.Tensor, lora_b: torch.Tensor) -> None:
+    def _init_slice(self, factor_a: torch.Tensor, factor_b: torch.Tensor) -> None:
         raise NotImplementedError
 
     def reset_parameters(self) -> None:
         """Initialise every slice's factors as the method prescribes (see docs/adapters.md)."""
         with torch.no_grad():
-            for _, lora_a, lora_b in self.factors():
-                self._init_slice(lora_a, lora_b)
+            for _, factor_a, factor_b in self.factors():
+                self._init_slice(factor_a, factor_b)
 
     def factors(self) -> list[tuple[OutputSlice, torch.Tensor, torch.Tensor]]:
         """`(slice, A, B)` per adapted slice; A and B are the parameters or views of them."""
-        lora_a, lora_b = (getattr(self, name) for name in self.factor_names)
+        factor_a, factor_b = (getattr(self, name) for name in self.factor_names)
         if not self.is_sliced:
-            return [(self.slices[0], lora_a, lora_b)]
-        return [(piece, lora_a[index], lora_b[index]) for index, piece in enumerate(self.slices)]
+            return [(self.slices[0], factor_a, factor_b)]
+        return [(piece, factor_a[index], factor_b[index]) for index, piece in enumerate(self.slices)]
 
     def adapter_parameters(self) -> Iterator[nn.Parameter]:
         """The trainable factor parameters of this layer."""
@@ -160,9 +159,9 @@ class AdapterLayer(nn.Module):
             if name is not None:
                 raise ValueError(f"this layer is not sliced; call without a slice name (got {name!r})")
             return self.factors()[0]
-        for piece, lora_a, lora_b in self.factors():
+        for piece, factor_a, factor_b in self.factors():
             if piece.name == name:
-                return piece, lora_a, lora_b
+                return piece, factor_a, factor_b
         raise ValueError(
             f"slice={name!r}: this fused layer adapts slices {self.slice_names}; name one of them"
         )
@@ -184,7 +183,7 @@ class AdapterLayer(nn.Module):
     def _branch_input(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """The adapter branch's input as rows (tokens × d_in) in `dtype`; dropped out here when dropout is on
         the adapter branch (with `dropout_on="input"` the caller already dropped `x`)."""
-        if self.config.dropout_on == "adapter":
+        if self.adapter_config.dropout_on == "adapter":
             x = self.dropout(x)
         return x.to(dtype).reshape(-1, self.in_features)
 
@@ -194,12 +193,12 @@ class AdapterLayer(nn.Module):
         dtype = compute_dtype(x, weight)
         rows = self._branch_input(x, dtype)
         lead = x.shape[:-1]
-        scale = self.config.scale
+        scale = self.adapter_config.scale
         branches = [
-            low_rank_branch(rows, lora_a, lora_b, weight[piece.start : piece.stop], scale, fold).view(
+            low_rank_branch(rows, factor_a, factor_b, weight[piece.start : piece.stop], scale, fold).view(
                 *lead, -1
             )
-            for piece, lora_a, lora_b in self.factors()
+            for piece, factor_a, factor_b in self.factors()
         ]
         bias = self.base_layer.bias
         if keep_base_output:
@@ -225,13 +224,13 @@ class AdapterLayer(nn.Module):
     # --- weight space: analysis, merge, unmerge, export -------------------------------------------------
 
     def _slice_update(
-        self, piece: OutputSlice, lora_a: torch.Tensor, lora_b: torch.Tensor, weight: torch.Tensor
+        self, factor_a: torch.Tensor, factor_b: torch.Tensor, weight: torch.Tensor
     ) -> torch.Tensor:
         """`W'_s − W_s` for one slice, from the slice's rows `weight` (all in the working dtype)."""
         raise NotImplementedError
 
     def _restore_slice(
-        self, piece: OutputSlice, lora_a: torch.Tensor, lora_b: torch.Tensor, merged: torch.Tensor
+        self, factor_a: torch.Tensor, factor_b: torch.Tensor, merged: torch.Tensor
     ) -> torch.Tensor:
         """The original rows `W_s` from merged rows `W'_s` (all in the working dtype)."""
         raise NotImplementedError
@@ -245,11 +244,11 @@ class AdapterLayer(nn.Module):
         self, dtype: torch.dtype
     ) -> Iterator[tuple[OutputSlice, torch.Tensor, torch.Tensor, torch.Tensor]]:
         weight = weight_matrix(self.base_layer).detach().to(dtype)
-        for piece, lora_a, lora_b in self.factors():
+        for piece, factor_a, factor_b in self.factors():
             yield (
                 piece,
-                lora_a.detach().to(dtype),
-                lora_b.detach().to(dtype),
+                factor_a.detach().to(dtype),
+                factor_b.detach().to(dtype),
                 weight[piece.start : piece.stop],
             )
 
@@ -261,8 +260,8 @@ class AdapterLayer(nn.Module):
         dtype = dtype or torch.promote_types(weight.dtype, torch.float32)
         delta = torch.zeros(weight.shape, dtype=dtype, device=weight.device)
         with torch.no_grad():
-            for piece, lora_a, lora_b, rows in self._working_copies(dtype):
-                delta[piece.start : piece.stop] = self._slice_update(piece, lora_a, lora_b, rows)
+            for piece, factor_a, factor_b, rows in self._working_copies(dtype):
+                delta[piece.start : piece.stop] = self._slice_update(factor_a, factor_b, rows)
         return delta
 
     def merged_weight(self) -> torch.Tensor:
@@ -273,13 +272,13 @@ class AdapterLayer(nn.Module):
         """`W` in float64 recovered from a base layer that currently holds `W'` (used by `unmerge_adapters`)."""
         with torch.no_grad():
             restored = weight_matrix(self.base_layer).detach().to(EXACT_DTYPE).clone()
-            for piece, lora_a, lora_b, rows in self._working_copies(EXACT_DTYPE):
-                restored[piece.start : piece.stop] = self._restore_slice(piece, lora_a, lora_b, rows)
+            for piece, factor_a, factor_b, rows in self._working_copies(EXACT_DTYPE):
+                restored[piece.start : piece.stop] = self._restore_slice(factor_a, factor_b, rows)
         return restored
 
     def extra_repr(self) -> str:
         sliced = f", slices={self.slice_names}" if self.is_sliced else ""
-        return f"in_features={self.in_features}, out_features={self.out_features}, r={self.config.r}{sliced}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, r={self.adapter_config.r}{sliced}"
 
 
 class LoraLinear(AdapterLayer):
@@ -288,25 +287,31 @@ class LoraLinear(AdapterLayer):
     factor_names = ("lora_A", "lora_B")
 
     def _factor_shapes(self, piece: OutputSlice) -> tuple[tuple[int, int], tuple[int, int]]:
-        return (self.config.r, self.in_features), (piece.size, self.config.r)
+        return (self.adapter_config.r, self.in_features), (piece.size, self.adapter_config.r)
 
-    def _init_slice(self, lora_a: torch.Tensor, lora_b: torch.Tensor) -> None:
-        nn.init.kaiming_uniform_(lora_a, a=math.sqrt(5))
-        nn.init.zeros_(lora_b)
+    def _init_slice(self, factor_a: torch.Tensor, factor_b: torch.Tensor) -> None:
+        nn.init.kaiming_uniform_(factor_a, a=math.sqrt(5))
+        nn.init.zeros_(factor_b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.dropout_on == "input":
+        if self.adapter_config.dropout_on == "input":
             x = self.dropout(x)
         return self._with_branches(x, "none", keep_base_output=True)
 
-    def _slice_update(self, piece, lora_a, lora_b, weight):
-        return self.config.scale * (lora_b @ lora_a)
+    def _slice_update(
+        self, factor_a: torch.Tensor, factor_b: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        return self.adapter_config.scale * (factor_b @ factor_a)
 
-    def _restore_slice(self, piece, lora_a, lora_b, merged):
-        return merged - self.config.scale * (lora_b @ lora_a)
+    def _restore_slice(
+        self, factor_a: torch.Tensor, factor_b: torch.Tensor, merged: torch.Tensor
+    ) -> torch.Tensor:
+        return merged - self.adapter_config.scale * (factor_b @ factor_a)
 
-    def exact_lora_factors(self):
-        return [(piece, self.config.scale * b, a) for piece, a, b, _ in self._working_copies(EXACT_DTYPE)]
+    def exact_lora_factors(self) -> list[tuple[OutputSlice, torch.Tensor, torch.Tensor]] | None:
+        return [
+            (piece, self.adapter_config.scale * b, a) for piece, a, b, _ in self._working_copies(EXACT_DTYPE)
+        ]
 
 
 class LormaLinear(AdapterLayer):
@@ -335,52 +340,52 @@ class LormaLinear(AdapterLayer):
         self._shift_path = value
 
     def _multiplier_size(self, piece: OutputSlice) -> int:
-        return piece.size if self.config.mode == "pre" else self.in_features
+        return piece.size if self.adapter_config.mode == "pre" else self.in_features
 
     def _factor_shapes(self, piece: OutputSlice) -> tuple[tuple[int, int], tuple[int, int]]:
         n = self._multiplier_size(piece)
-        return (self.config.r, n), (n, self.config.r)
+        return (self.adapter_config.r, n), (n, self.adapter_config.r)
 
-    def _init_slice(self, lora_a: torch.Tensor, lora_b: torch.Tensor) -> None:
-        inflation = self.config.inflation
+    def _init_slice(self, factor_a: torch.Tensor, factor_b: torch.Tensor) -> None:
+        inflation = self.adapter_config.inflation
         if inflation == "rri":
-            nn.init.zeros_(lora_b)
-            nn.init.kaiming_uniform_(lora_a, a=math.sqrt(5))
+            nn.init.zeros_(factor_b)
+            nn.init.kaiming_uniform_(factor_a, a=math.sqrt(5))
             return
-        nn.init.kaiming_uniform_(lora_b, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(factor_b, a=math.sqrt(5))
         if inflation == "shift":
             # B·A is a column of ones in column 0; π moves it onto the diagonal, so s·π(B·A) = I.
-            lora_b[:, 0] = 1.0
-            lora_a.zero_()
-            lora_a[0, 0] = 1.0
-        elif not lora_b.is_meta:
+            factor_b[:, 0] = 1.0
+            factor_a.zero_()
+            factor_a[0, 0] = 1.0
+        elif not factor_b.is_meta:
             # Without inflation M = s·B·A starts as the projector B·pinv(B), as the authors start it.
-            lora_a.copy_(torch.linalg.pinv(lora_b.to(EXACT_DTYPE)))
-        root_scale = math.sqrt(self.config.scale)
-        lora_b.div_(root_scale)
-        lora_a.div_(root_scale)
+            factor_a.copy_(torch.linalg.pinv(factor_b.to(EXACT_DTYPE)))
+        root_scale = math.sqrt(self.adapter_config.scale)
+        factor_b.div_(root_scale)
+        factor_a.div_(root_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.dropout_on == "input":
+        if self.adapter_config.dropout_on == "input":
             x = self.dropout(x)
-        if self.config.inflation == "shift":
+        if self.adapter_config.inflation == "shift":
             return self._shift_forward(x)
-        fold: Fold = "into_A" if self.config.mode == "pre" else "into_B"
-        return self._with_branches(x, fold, keep_base_output=self.config.inflation == "rri")
+        fold: Fold = "into_A" if self.adapter_config.mode == "pre" else "into_B"
+        return self._with_branches(x, fold, keep_base_output=self.adapter_config.inflation == "rri")
 
     # --- LoRMA_π ------------------------------------------------------------------------------------------
 
-    def _shift_multiplier(self, lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
+    def _shift_multiplier(self, factor_a: torch.Tensor, factor_b: torch.Tensor) -> torch.Tensor:
         """`P = s·π(B·A)` in the factors' dtype, differentiable, autocast off (P sits near I; keep it exact)."""
-        with torch.autocast(lora_a.device.type, enabled=False):
-            return self.config.scale * pi(lora_b @ lora_a)
+        with torch.autocast(factor_a.device.type, enabled=False):
+            return self.adapter_config.scale * pi(factor_b @ factor_a)
 
     def _shift_forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = weight_matrix(self.base_layer)
         bias = self.base_layer.bias
         dtype = compute_dtype(x, weight)
-        multipliers = [self._shift_multiplier(lora_a, lora_b) for _, lora_a, lora_b in self.factors()]
-        pre = self.config.mode == "pre"
+        multipliers = [self._shift_multiplier(factor_a, factor_b) for _, factor_a, factor_b in self.factors()]
+        pre = self.adapter_config.mode == "pre"
         if self.shift_path == "auto":
             tokens = x.numel() // self.in_features
             shapes = [
@@ -422,12 +427,12 @@ class LormaLinear(AdapterLayer):
 
     # --- weight space ---------------------------------------------------------------------------------
 
-    def _update_multiplier(self, lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
+    def _update_multiplier(self, factor_a: torch.Tensor, factor_b: torch.Tensor) -> torch.Tensor:
         """`M − I` (n × n) in the factors' dtype: `s·B·A` (rri), `s·π(B·A) − I` (shift), `s·B·A − I` (none)."""
-        product = self.config.scale * (lora_b @ lora_a)
-        if self.config.inflation == "rri":
+        product = self.adapter_config.scale * (factor_b @ factor_a)
+        if self.adapter_config.inflation == "rri":
             return product
-        if self.config.inflation == "shift":
+        if self.adapter_config.inflation == "shift":
             product = pi(product)
         return product - torch.eye(product.shape[0], dtype=product.dtype, device=product.device)
 
@@ -436,48 +441,52 @@ class LormaLinear(AdapterLayer):
 
         For a fused layer name the slice (`"q"`, `"v"`, …): each slice has its own multiplier, acting on that
         slice's rows of the weight (pre) or on the input side of those rows (post)."""
-        _, lora_a, lora_b = self._slice(slice)
-        dtype = torch.promote_types(lora_a.dtype, torch.float32)
+        _, factor_a, factor_b = self._slice(slice)
+        dtype = torch.promote_types(factor_a.dtype, torch.float32)
         with torch.no_grad():
-            update = self._update_multiplier(lora_a.to(dtype), lora_b.to(dtype))
+            update = self._update_multiplier(factor_a.to(dtype), factor_b.to(dtype))
             return update + torch.eye(update.shape[0], dtype=dtype, device=update.device)
 
-    def _slice_update(self, piece, lora_a, lora_b, weight):
-        pre = self.config.mode == "pre"
-        if self.config.inflation == "rri":
+    def _slice_update(
+        self, factor_a: torch.Tensor, factor_b: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        pre = self.adapter_config.mode == "pre"
+        if self.adapter_config.inflation == "rri":
             # s·B·(A·W) costs r·n·m, never n²·m.
-            scale = self.config.scale
-            return scale * lora_b @ (lora_a @ weight) if pre else scale * (weight @ lora_b) @ lora_a
-        update = self._update_multiplier(lora_a, lora_b)
+            scale = self.adapter_config.scale
+            return scale * factor_b @ (factor_a @ weight) if pre else scale * (weight @ factor_b) @ factor_a
+        update = self._update_multiplier(factor_a, factor_b)
         return update @ weight if pre else weight @ update
 
-    def _restore_slice(self, piece, lora_a, lora_b, merged):
-        pre = self.config.mode == "pre"
-        scale = self.config.scale
-        if self.config.inflation == "rri":
+    def _restore_slice(
+        self, factor_a: torch.Tensor, factor_b: torch.Tensor, merged: torch.Tensor
+    ) -> torch.Tensor:
+        pre = self.adapter_config.mode == "pre"
+        scale = self.adapter_config.scale
+        if self.adapter_config.inflation == "rri":
             # Woodbury: (I + s·B·A)^{-1} = I − s·B·(I_r + s·A·B)^{-1}·A, so only an r × r system is solved.
-            eye_r = torch.eye(lora_a.shape[0], dtype=lora_a.dtype, device=lora_a.device)
-            small = eye_r + scale * (lora_a @ lora_b)
+            eye_r = torch.eye(factor_a.shape[0], dtype=factor_a.dtype, device=factor_a.device)
+            small = eye_r + scale * (factor_a @ factor_b)
             if pre:
-                return merged - scale * lora_b @ torch.linalg.solve(small, lora_a @ merged)
-            return merged - scale * (merged @ lora_b) @ torch.linalg.solve(small, lora_a)
-        if self.config.inflation == "none":
+                return merged - scale * factor_b @ torch.linalg.solve(small, factor_a @ merged)
+            return merged - scale * (merged @ factor_b) @ torch.linalg.solve(small, factor_a)
+        if self.adapter_config.inflation == "none":
             raise ValueError(
                 "inflation='none' multiplied the weight by a rank-r projector, which has no inverse: the "
                 "original weight cannot be recovered; keep an unmerged copy of the model instead"
             )
-        multiplier = scale * pi(lora_b @ lora_a)
+        multiplier = scale * pi(factor_b @ factor_a)
         if pre:
             return torch.linalg.solve(multiplier, merged)
         return torch.linalg.solve(multiplier.T, merged.T).T
 
-    def exact_lora_factors(self):
-        if self.config.inflation != "rri":
+    def exact_lora_factors(self) -> list[tuple[OutputSlice, torch.Tensor, torch.Tensor]] | None:
+        if self.adapter_config.inflation != "rri":
             return None
-        scale = self.config.scale
+        scale = self.adapter_config.scale
         factors = []
         for piece, a, b, weight in self._working_copies(EXACT_DTYPE):
-            if self.config.mode == "pre":
+            if self.adapter_config.mode == "pre":
                 factors.append((piece, scale * b, a @ weight))
             else:
                 factors.append((piece, scale * (weight @ b), a))
