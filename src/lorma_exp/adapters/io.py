@@ -86,12 +86,7 @@ def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
     base_name = data.get("base_model_name_or_path")
     config = AdapterConfig.from_dict({key: value for key, value in data.items() if key not in _METADATA_KEYS})
     injection = plan_injection(model, config)
-    if injection.slice_names() != data["adapted_layers"] or list(injection.heads) != data["heads"]:
-        raise ValueError(
-            f"{directory / CONFIG_FILE} adapted layers {sorted(data['adapted_layers'])} and heads {data['heads']}; "
-            f"on this model the same config selects {sorted(injection.slice_names())} and heads "
-            f"{list(injection.heads)}: it is not the base model the adapter was trained on ({base_name!r})"
-        )
+    _check_layers(directory, data, injection.slice_names(), list(injection.heads))
     tensors = load_file(str(directory / WEIGHTS_FILE))
     requires_grad = {id(p): p.requires_grad for p in model.parameters()}
     layers = build_layers(model, injection)
@@ -106,6 +101,21 @@ def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
         for name, parameter in expected.items():
             parameter.copy_(tensors[name])
     return model
+
+
+def _check_layers(directory: Path, data: dict, layers: dict, heads: list[str]) -> None:
+    """The saved adapted layers (with slices) and heads must be what the config selects on this model."""
+    saved_layers, saved_heads = data["adapted_layers"], data["heads"]
+    if saved_layers == layers and saved_heads == heads:
+        return
+    mismatched = set(saved_layers) ^ set(layers)
+    mismatched |= {name for name in set(saved_layers) & set(layers) if saved_layers[name] != layers[name]}
+    differing = sorted(mismatched)
+    raise ValueError(
+        f"{directory / CONFIG_FILE} was saved from other layers than this model's: differing layers "
+        f"{differing[:_MISMATCHES_SHOWN]}, heads saved {saved_heads} here {heads}; this is not the base model "
+        f"the adapter was trained on ({data['base_model_name_or_path']!r})"
+    )
 
 
 def _read_config(directory: Path) -> dict:

@@ -58,7 +58,7 @@ def iter_adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
 
 def plan_injection(model: nn.Module, config: AdapterConfig) -> Injection:
     """Resolve heads and targets without touching the model (errors name the target or field)."""
-    if injection_of(model) is not None or any(True for _ in iter_adapter_layers(model)):
+    if injection_of(model) is not None or next(iter_adapter_layers(model), None) is not None:
         raise ValueError(
             "the model already holds adapters; merge_adapters it, or start from a fresh base model"
         )
@@ -92,6 +92,7 @@ def install(model: nn.Module, injection: Injection, layers: dict[str, AdapterLay
     for parameter in _trained_biases(model, injection, layers).values():
         parameter.requires_grad_(True)
     model.__dict__[_INJECTION_ATTR] = injection
+    model.__dict__.pop(_MERGED_ATTR, None)  # earlier merged adapters are now part of the base weights
 
 
 def uninstall(model: nn.Module, layers: dict[str, AdapterLayer], requires_grad: dict[int, bool]) -> None:
@@ -190,11 +191,11 @@ def unmerge_adapters(model: nn.Module) -> nn.Module:
     for name, layer in merged.layers.items():
         if model.get_submodule(name) is not layer.base_layer:
             raise ValueError(f"layer {name!r} was replaced since merge_adapters; cannot restore its adapter")
+        layer.to(weight_matrix(layer.base_layer).device)  # follow the model if it moved since merging
         restored[name] = layer.restored_weight()
         _check_finite(name, restored[name], weight_matrix(layer.base_layer).dtype, "unmerging")
     for name, layer in merged.layers.items():
         set_weight_matrix(layer.base_layer, restored[name])
-        layer.to(weight_matrix(layer.base_layer).device)
         _replace_module(model, name, layer)
     del model.__dict__[_MERGED_ATTR]
     model.__dict__[_INJECTION_ATTR] = merged.injection
