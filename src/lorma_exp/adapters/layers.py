@@ -436,12 +436,12 @@ class LormaLinear(AdapterLayer):
             product = pi(product)
         return product - torch.eye(product.shape[0], dtype=product.dtype, device=product.device)
 
-    def multiplier(self, slice: str | None = None) -> torch.Tensor:
+    def multiplier(self, slice_name: str | None = None) -> torch.Tensor:
         """`M = I(B·A)`, n × n, in float32 (or the factors' dtype if wider), without autograd.
 
         For a fused layer name the slice (`"q"`, `"v"`, …): each slice has its own multiplier, acting on that
         slice's rows of the weight (pre) or on the input side of those rows (post)."""
-        _, factor_a, factor_b = self._slice(slice)
+        _, factor_a, factor_b = self._slice(slice_name)
         dtype = torch.promote_types(factor_a.dtype, torch.float32)
         with torch.no_grad():
             update = self._update_multiplier(factor_a.to(dtype), factor_b.to(dtype))

@@ -173,9 +173,10 @@ def resolve_targets(model: nn.Module, targets: str | tuple[str, ...], heads: tup
 
     if targets == ALL_LINEAR:
         output_embedding = _output_embedding_name(model)
-        for name in adaptable:
-            if name != output_embedding:
-                select(ALL_LINEAR, name, None)
+        matches = [name for name in adaptable if name != output_embedding]
+        _require_match(ALL_LINEAR, matches, adaptable, heads)
+        for name in matches:
+            select(ALL_LINEAR, name, None)
     elif isinstance(targets, str):
         matches = [name for name in modules if re.fullmatch(targets, name)]
         _require_match(targets, matches, adaptable, heads)
