@@ -133,3 +133,25 @@ def test_the_embedded_task_ends_with_a_metric_table_and_sample_generations(
     assert "samples    final model, validation:" in shown
     first = json.loads((tmp_path / "run" / "predictions" / "validation.jsonl").read_text().splitlines()[0])
     assert first["input"] in " ".join(shown.split())  # wrapped to the summary's width
+
+
+@pytest.mark.slow
+def test_the_embedded_default_clearly_beats_the_untrained_model(tmp_path):
+    """`python train.py task=restaurants` as a user runs it (minutes on 2 CPU cores): real SmolLM2-135M."""
+    run_dir = tmp_path / "default"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    result = subprocess.run(
+        [sys.executable, "train.py", "task=restaurants", "trainer.progress_bar=false", f"run_dir={run_dir}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run_dir / "results.json").read_text())
+    assert (record["model"], record["method"]) == ("smollm2_135m", "lorma_plus")
+    before, after = record["initial"]["metrics"], record["final"]["metrics"]
+    assert all(after[name] > before[name] for name in E2E_METRICS)
+    assert after["BLEU"] >= before["BLEU"] + 0.2  # "clearly": a fifth of the BLEU scale
+    assert "samples    final model, validation:" in result.stdout

@@ -6,6 +6,7 @@ is short enough to check by eye) and the rows built in each test.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import datasets
@@ -298,3 +299,12 @@ def test_files_in_another_layout_fail_clearly(tmp_path) -> None:
 def test_a_malformed_webnlg_triple_is_named(triple, message) -> None:
     with pytest.raises(DataLoadError, match=message):
         nlg.split_webnlg_triple(triple)
+
+
+def test_a_dart_triple_without_three_parts_is_named(tmp_path) -> None:
+    entry = {"tripleset": [["Port Ellis", "MAYOR"]], "annotations": [{"source": "x", "text": "Port Ellis."}]}
+    (tmp_path / "dart-v1.1.1-full-train.json").write_text(json.dumps([entry]))
+    with pytest.raises(
+        DataLoadError, match=r"a subject, a property and an object, got \['Port Ellis', 'MAYOR'\]"
+    ):
+        nlg.load_pairs(nlg.FORMATS["dart"], str(tmp_path), None, ["train"])

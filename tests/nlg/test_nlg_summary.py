@@ -73,7 +73,10 @@ def test_sample_predictions_show_input_and_output_of_the_named_split(tmp_path: P
 
 
 def test_two_metrics_keep_the_one_line_form(tmp_path: Path):
-    record = {**_record({"accuracy": 0.5, "f1": 0.4}, {"accuracy": 0.9, "f1": 0.8}), "main_metric": "accuracy"}
+    record = {
+        **_record({"accuracy": 0.5, "f1": 0.4}, {"accuracy": 0.9, "f1": 0.8}),
+        "main_metric": "accuracy",
+    }
     text = format_summary(record, tmp_path, {"train_rows": 10})
     labels = [line.split()[0] for line in text.splitlines() if line.startswith("  ")]
     assert "before" in labels and "final" in labels and "metric" not in labels

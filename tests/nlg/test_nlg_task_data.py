@@ -167,3 +167,22 @@ def test_the_configured_beam_search_reaches_generate(
         e["input"] for e in data.eval_splits["validation"]
     ]
     assert torch.equal(calls[0]["input_ids"][:, -1], torch.full((2,), gpt2_tokenizer.eos_token_id))
+
+
+def test_a_hypothesis_with_line_breaks_is_scored_as_one_line(monkeypatch):
+    seen = {}
+
+    def fake_scores(suite, hypotheses, references):
+        seen["hypotheses"] = hypotheses
+        return dict.fromkeys(nlg.SUITES[suite].metrics, 1.0)
+
+    monkeypatch.setattr(nlg, "suite_scores", fake_scores)
+    score = nlg.make_scorer("e2e", ["BLEU"])
+    examples = [
+        {"input": "name[A]", "references": ["A is a pub."]},
+        {"input": "name[B]", "references": ["B."]},
+    ]
+    metrics, records = score(["assistant\nA is  a pub.", "B."], examples)
+    assert seen["hypotheses"] == ["assistant A is a pub.", "B."]
+    assert metrics == {"BLEU": 1.0}
+    assert records == [{"input": "name[A]"}, {"input": "name[B]"}]

@@ -51,7 +51,7 @@ Pair = tuple[str, str]
 
 PARQUET_EXPORT_REVISION = "refs/convert/parquet"
 SCRIPT_DATASET_ERROR = "Dataset scripts are no longer supported"
-SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}
+SPLIT_ALIASES = {"dev": "validation"}
 TARGET_PREFIX = " "
 
 
@@ -119,7 +119,8 @@ def _check_columns(dataset: datasets.Dataset, columns: Sequence[str], where: str
     if missing:
         raise DataLoadError(
             f"data.dataset: {where} lacks the column(s) {missing} (it has {dataset.column_names}). "
-            "Point data.dataset at the dataset this task names in conf/task/, or at a folder of its original files."
+            "Point data.dataset at the dataset this task names in conf/task/, or at a folder of its "
+            "original files."
         )
 
 
@@ -185,7 +186,8 @@ def webnlg_local_files(folder: Path) -> dict[str, list[Path]]:
 def _lex_text(lex: ElementTree.Element) -> str:
     """The text of a ``<lex>``: its own text (2017 release) or its ``<text>`` child (later releases)."""
     child = lex.find("text")
-    return (child.text if child is not None else lex.text or "").strip()
+    text = child.text if child is not None else lex.text
+    return (text or "").strip()
 
 
 def read_webnlg_xml(paths: Sequence[Path]) -> list[Pair]:
@@ -292,28 +294,28 @@ class DatasetFormat:
 
 FORMATS = {
     "e2e": DatasetFormat(
-        "e2e",
-        "e2e",
-        e2e_local_files,
-        read_e2e_csv,
-        e2e_hub_pairs,
-        "trainset.csv, devset.csv, testset_w_refs.csv",
+        name="e2e",
+        suite="e2e",
+        local_files=e2e_local_files,
+        read_local=read_e2e_csv,
+        hub_pairs=e2e_hub_pairs,
+        release="trainset.csv, devset.csv, testset_w_refs.csv",
     ),
     "webnlg": DatasetFormat(
-        "webnlg",
-        "webnlg",
-        webnlg_local_files,
-        read_webnlg_xml,
-        webnlg_hub_pairs,
-        "train/ and dev/ folders of XML files and test/testdata_with_lex.xml",
+        name="webnlg",
+        suite="webnlg",
+        local_files=webnlg_local_files,
+        read_local=read_webnlg_xml,
+        hub_pairs=webnlg_hub_pairs,
+        release="train/ and dev/ folders of XML files and test/testdata_with_lex.xml",
     ),
     "dart": DatasetFormat(
-        "dart",
-        "webnlg",
-        dart_local_files,
-        read_dart_json,
-        dart_hub_pairs,
-        "dart-v1.1.1-full-train.json, -dev.json, -test.json",
+        name="dart",
+        suite="webnlg",
+        local_files=dart_local_files,
+        read_local=read_dart_json,
+        hub_pairs=dart_hub_pairs,
+        release="dart-v1.1.1-full-train.json, -dev.json, -test.json",
     ),
 }
 
@@ -411,13 +413,18 @@ def suite_scores(suite: str, hypotheses: list[str], references: list[list[str]])
 
 
 def make_scorer(suite: str, metric_names: Sequence[str]) -> ScoreFn:
-    """A ScoreFn reporting ``metric_names`` from ``suite``, and each example's input next to its hypothesis."""
+    """A ScoreFn reporting ``metric_names`` from ``suite``, and each example's input next to its hypothesis.
+
+    A hypothesis is scored as one line, its line breaks turned into spaces, as in the ``.hyp.txt`` file
+    the challenges' scorers read.
+    """
     names = list(metric_names)
 
     def score(
         hypotheses: list[str], examples: list[Example]
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        scores = suite_scores(suite, hypotheses, [list(example["references"]) for example in examples])
+        one_line = [" ".join(hypothesis.split()) for hypothesis in hypotheses]
+        scores = suite_scores(suite, one_line, [list(example["references"]) for example in examples])
         return {name: float(scores[name]) for name in names}, [{"input": ex["input"]} for ex in examples]
 
     return score
@@ -493,7 +500,7 @@ def build(fmt_name: str, settings: TrainConfig, tokenizer: PreTrainedTokenizerBa
             f"data.dataset: not set for the {fmt_name} task. Use the hub id in conf/task/{fmt_name}.yaml or "
             f"a folder holding {fmt.release}."
         )
-    check_metrics(fmt.suite, settings.task.metrics)
+    check_metrics(fmt.suite, settings.task.metrics)  # before reading a large dataset
     wanted = list(dict.fromkeys([data.train_split, *data.eval_splits]))
     pairs = load_pairs(fmt, data.dataset, data.subset, wanted)
     groups = {split: group_references(pairs[split]) for split in data.eval_splits}
