@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 
 def results_json(
     *,
@@ -65,10 +67,14 @@ def write_run_folder(
     folder: Path,
     results: dict[str, Any] | None,
     loss_curve: Sequence[tuple[float, float]] = (),
+    launched_for: str | None = None,
 ) -> Path:
-    """A run folder: config.yaml always, metrics.jsonl from ``loss_curve``, results.json when given."""
+    """A run folder: config.yaml always (with ``paper_cell.table`` = ``launched_for`` or the results'),
+    metrics.jsonl from ``loss_curve``, results.json when given."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text("seed: 0\n")
+    table = launched_for or (results or {}).get("paper_cell", {}).get("table")
+    config: dict[str, Any] = {"seed": 0, "paper_cell": {"table": table} if table else None}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
     with (folder / "metrics.jsonl").open("w") as handle:
         for step, loss in loss_curve:
             handle.write(

@@ -14,7 +14,7 @@ import pytest
 from run_folders import results_json, write_run_folder
 
 from lorma_exp.analysis.render import SMOKE_TITLE, to_latex, to_markdown, write_outputs
-from lorma_exp.analysis.runs import RunDataError, collect_runs, runs_of_table
+from lorma_exp.analysis.runs import RunDataError, collect_runs, runs_of_table, unfinished_of_table
 from lorma_exp.analysis.tables import render, table_from_runs
 from lorma_exp.paper import (
     GLUE_METRIC,
@@ -27,12 +27,14 @@ from lorma_exp.paper import (
     TABLE7,
     TABLE8,
     TABLE10,
+    TABLE13,
 )
 
 
 def build(table, root: Path):
     collection = collect_runs([root])
-    return table_from_runs(table, runs_of_table(collection.finished, table.name), collection.unfinished)
+    unfinished = unfinished_of_table(collection.unfinished, table.name)
+    return table_from_runs(table, runs_of_table(collection.finished, table.name), unfinished)
 
 
 def glue_run(make_run, name: str, task: str, value: float, seed: int, **fields):
@@ -65,7 +67,8 @@ def test_single_seed_has_no_std(make_run, tmp_path):
 
 def test_cells_without_runs_stay_missing_and_unfinished_folders_are_listed(make_run, tmp_path):
     glue_run(make_run, "cola", "cola", 0.6, 1)
-    write_run_folder(tmp_path / "runs" / "still_training", None)
+    write_run_folder(tmp_path / "runs" / "still_training", None, launched_for="table2")
+    write_run_folder(tmp_path / "runs" / "other_table", None, launched_for="table6")
     table = build(TABLE2, tmp_path / "runs")
     missing = table.cells[("roberta_base/lorma_plus", "mnli")]
     assert (missing.n, missing.mean, missing.std, missing.paper) == (0, None, None, 87.5)
@@ -73,6 +76,7 @@ def test_cells_without_runs_stay_missing_and_unfinished_folders_are_listed(make_
     markdown = to_markdown(rendered)
     assert "— (n=0) vs 87.5" in markdown
     assert any("still_training" in note and "no results.json" in note for note in rendered.notes)
+    assert not any("other_table" in note for note in rendered.notes)
 
 
 def test_a_results_file_that_is_not_finished_counts_as_missing(make_run, tmp_path):
@@ -121,11 +125,21 @@ def test_params_column_reports_the_runs_adapter_parameter_counts(make_run, tmp_p
 
 def test_nlg_metrics_scale_fractions_only(make_run, tmp_path):
     # BLEU, METEOR, ROUGE-L are fractions (×100 in the paper); NIST and CIDEr are printed as computed.
-    metrics = {"bleu": 0.691, "nist": 8.70, "meteor": 0.465, "rouge_l": 0.712, "cider": 2.5}
+    metrics = {"BLEU": 0.691, "NIST": 8.70, "METEOR": 0.465, "ROUGE_L": 0.712, "CIDEr": 2.5}
     make_run("e2e", table="table3", task="e2e", model="gpt2_medium", method="lora", seed=1, metrics=metrics)
     table = build(TABLE3, tmp_path / "runs")
     means = {column.key: table.cells[("lora", column.key)].mean for column in TABLE3.columns}
     assert means == pytest.approx({"bleu": 69.1, "nist": 8.70, "meteor": 46.5, "rouge_l": 71.2, "cider": 2.5})
+
+
+def test_webnlg_style_bleu_is_already_on_the_papers_scale(make_run, tmp_path):
+    # metrics.nlg.webnlg_scores: BLEU 0-100, METEOR and TER in [0, 1], as Table 13 prints them.
+    make_run("dart", table="table13", task="dart", model="gpt2_medium", method="lorma_plus", seed=1,
+             metrics={"BLEU": 43.64, "METEOR": 0.38, "TER": 0.53})  # fmt: skip
+    table = build(TABLE13, tmp_path / "runs")
+    means = {key: table.cells[("lorma_plus", key)].mean for key in ("dart/bleu", "dart/meteor", "dart/ter")}
+    assert means == pytest.approx({"dart/bleu": 43.64, "dart/meteor": 0.38, "dart/ter": 0.53})
+    assert table.cells[("lorma_plus", "dart/bleu")].diff == pytest.approx(0.0)
 
 
 def test_generation_tables_report_the_final_evaluation_and_maths_columns_follow_the_model(make_run, tmp_path):
@@ -260,3 +274,12 @@ def test_every_result_cell_knows_its_metric():
         for row in table.rows:
             for column in table.columns:
                 assert (column.metric or row.metric) is not None, (table.name, row.key, column.key)
+
+
+def test_a_run_that_never_evaluated_is_a_clear_error(make_run, tmp_path):
+    folder = glue_run(make_run, "cola", "cola", 0.6, 1)
+    results = json.loads((folder / "results.json").read_text())
+    results["best"] = None
+    (folder / "results.json").write_text(json.dumps(results))
+    with pytest.raises(RunDataError, match="no 'best' evaluation"):
+        build(TABLE2, tmp_path / "runs")

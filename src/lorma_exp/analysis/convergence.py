@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lorma_exp.analysis.render import METHOD_COLOURS, RenderedTable, agg_figure
+from lorma_exp.analysis.render import METHOD_COLOURS, RenderedTable, agg_figure, records_table
 from lorma_exp.analysis.runs import Run, RunDataError, cell_fields
 from lorma_exp.analysis.tables import ComparisonTable, Observation, build_table
 from lorma_exp.paper import FIGURE6, GLUE_LABEL, METHOD_LABEL, TABLE5, PaperColumn, PaperRow
@@ -229,67 +229,37 @@ def first_reach_table(comparisons: Sequence[Comparison], notes: Sequence[str] = 
 
 def comparisons_table(comparisons: Sequence[Comparison]) -> RenderedTable:
     """Every run against its LoRA run: the numbers behind Table 5 and Figure 6."""
-    header = [
-        "task",
-        "model",
-        "r",
-        "method",
-        "seed",
-        "steps",
-        "AUC",
-        "LoRA AUC",
-        "% decrease",
-        "reaches at",
-        "speed-up",
-    ]
-    rows, records = [], []
+    records = []
     for item in comparisons:
         fields = cell_fields(item.run)
-        record = {
-            "task": fields["task"],
-            "model": fields["model"],
-            "r": fields["r"],
-            "targets": fields["targets"],
-            "method": fields["method"],
-            "seed": item.run.seed,
-            "step_start": item.interval[0],
-            "step_end": item.interval[1],
-            "auc": item.auc,
-            "lora_auc": item.reference_auc,
-            "auc_decrease_percent": item.decrease_percent,
-            "lora_min_loss": item.reference_min_loss,
-            "lora_min_step": item.reference_min_step,
-            "first_reach_step": item.first_reach_step,
-            "speedup": item.speedup,
-            "run": item.run.source,
-            "lora_run": item.reference.source,
-        }
-        records.append(record)
-        rows.append(
-            [
-                str(fields["task"]),
-                str(fields["model"]),
-                str(fields["r"]),
-                METHOD_LABEL.get(fields["method"], fields["method"]),
-                str(item.run.seed),
-                f"{item.interval[0]:.0f}–{item.interval[1]:.0f}",
-                f"{item.auc:.4g}",
-                f"{item.reference_auc:.4g}",
-                f"{item.decrease_percent:.2f}",
-                "not reached" if item.first_reach_step is None else f"{item.first_reach_step:.0f}",
-                "—" if item.speedup is None else f"{item.speedup:.2f}",
-            ]
+        records.append(
+            {
+                "task": fields["task"],
+                "model": fields["model"],
+                "r": fields["r"],
+                "targets": fields["targets"],
+                "method": fields["method"],
+                "seed": item.run.seed,
+                "step_start": item.interval[0],
+                "step_end": item.interval[1],
+                "auc": item.auc,
+                "lora_auc": item.reference_auc,
+                "auc_decrease_percent": item.decrease_percent,
+                "lora_min_loss": item.reference_min_loss,
+                "lora_min_step": item.reference_min_step,
+                "first_reach_step": item.first_reach_step,
+                "speedup": item.speedup,
+                "run": item.run.source,
+                "lora_run": item.reference.source,
+            }
         )
-    return RenderedTable(
-        "convergence_runs",
-        "Training-loss convergence of each run vs the LoRA run of the same task, model, r and seed",
-        header,
-        rows,
-        records,
-        [
-            "AUC: trapezoid rule over the steps both runs logged, on each run's own step grid (see analysis/convergence.py)."
-        ],
-    )
+    columns = ["task", "model", "r", "method", "seed", "step_start", "step_end", "auc", "lora_auc"]
+    columns += ["auc_decrease_percent", "lora_min_step", "first_reach_step", "speedup"]
+    title = "Training-loss convergence of each run vs the LoRA run of the same task, model, r and seed"
+    notes = [
+        "AUC over [step_start, step_end], the steps both runs logged; first_reach_step — = never reached."
+    ]
+    return records_table("convergence_runs", title, records, columns, notes)
 
 
 def _file_part(value: Any) -> str:

@@ -5,10 +5,12 @@ computed in float64. The default tolerance is numpy.linalg.matrix_rank's,
 
     tol = σ_max · max(m, n) · eps,
 
-where eps is the machine epsilon of the precision the matrix was computed in (the tensor's dtype, or
-``precision``): below it a singular value is indistinguishable from rounding error in forming the matrix.
-The run-folder layer (``analysis.adapter_updates``) forms ΔW and I(BA) in float64 from the saved float32
-parameters, so it uses eps(float64) ≈ 2.2e-16.
+where eps is the machine epsilon of the precision the matrix's ingredients carry (the tensor's dtype, or
+``precision``): below it a singular value is indistinguishable from rounding. The run-folder layer
+(``analysis.adapter_updates``) forms ΔW and I(BA) in float64 from the saved parameters, so no rounding of
+its own enters, and passes the parameters' precision (float32 for most runs, eps ≈ 1.2e-7): a matrix that
+is singular up to the resolution of its float32 factors counts as singular, as torch.linalg.matrix_rank
+counts it on the float32 matrix.
 """
 
 from __future__ import annotations

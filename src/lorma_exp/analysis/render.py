@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,25 @@ class RenderedTable:
         for row in self.rows:
             if len(row) != len(self.header):
                 raise ValueError(f"{self.name}: a row has {len(row)} cells for {len(self.header)} columns")
+
+
+def display(value: Any) -> str:
+    """A raw value as a table cell: floats to 4 significant digits, missing as "—", lists comma-joined."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def records_table(
+    name: str, title: str, records: list[dict[str, Any]], columns: Sequence[str], notes: Sequence[str] = ()
+) -> RenderedTable:
+    """A per-item listing: the ``columns`` keys of each record, headed by the keys themselves."""
+    rows = [[display(record[column]) for column in columns] for record in records]
+    return RenderedTable(name, title, list(columns), rows, records, list(notes))
 
 
 def _markdown_cell(text: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.jsonl"
@@ -54,7 +55,12 @@ class Run:
 
     def metrics_at(self, checkpoint: str) -> Mapping[str, float]:
         """The evaluation metrics at ``best`` or ``final`` (fractions, as computed)."""
-        return self.results[checkpoint]["metrics"]
+        evaluation = self.results[checkpoint]
+        if evaluation is None:
+            raise RunDataError(
+                f"{self.source}: results.json has no '{checkpoint}' evaluation (the run never evaluated)"
+            )
+        return evaluation["metrics"]
 
     def metric_events(self) -> list[dict[str, Any]]:
         """Every event of ``metrics.jsonl``, in file order."""
@@ -91,10 +97,12 @@ class Run:
 
 @dataclass(frozen=True)
 class UnfinishedRun:
-    """A run folder (or wandb run) without usable results, and why."""
+    """A run folder (or wandb run) without usable results, why, and the table it was launched for (its
+    config's ``paper_cell.table``; None outside reproductions or when the config cannot tell)."""
 
     source: str
     reason: str
+    table: str | None = None
 
 
 @dataclass
@@ -113,8 +121,11 @@ def validate_results(results: Mapping[str, Any], source: str) -> None:
         if name not in results:
             raise RunDataError(f"{source}: results.json has no '{name}' field (see docs/architecture.md)")
     for checkpoint in ("best", "final"):
-        if not isinstance(results[checkpoint], Mapping) or "metrics" not in results[checkpoint]:
-            raise RunDataError(f"{source}: results.json '{checkpoint}' must be an object with 'metrics'")
+        evaluation = results[checkpoint]
+        if evaluation is not None and (not isinstance(evaluation, Mapping) or "metrics" not in evaluation):
+            raise RunDataError(
+                f"{source}: results.json '{checkpoint}' must be null or an object with 'metrics'"
+            )
 
 
 def _is_run_folder(path: Path) -> bool:
@@ -138,17 +149,33 @@ def find_run_folders(root: Path) -> Iterator[Path]:
             subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
 
 
+def launched_for(config: Mapping[str, Any] | None) -> str | None:
+    """The table a run was launched for, from its resolved config (``paper_cell.table``)."""
+    paper_cell = (config or {}).get("paper_cell") if isinstance(config, Mapping) else None
+    return paper_cell.get("table") if isinstance(paper_cell, Mapping) else None
+
+
+def _config_table(folder: Path) -> str | None:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        return launched_for(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as error:
+        raise RunDataError(f"{path}: not valid YAML ({error})") from error
+
+
 def load_run_folder(folder: Path) -> Run | UnfinishedRun:
     path = folder / RESULTS_FILE
     if not path.is_file():
-        return UnfinishedRun(str(folder), "no results.json")
+        return UnfinishedRun(str(folder), "no results.json", _config_table(folder))
     try:
         results = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise RunDataError(f"{path}: not valid JSON ({error})") from error
     validate_results(results, str(folder))
     if results["status"] != "finished":
-        return UnfinishedRun(str(folder), f"status is {results['status']!r}")
+        return UnfinishedRun(str(folder), f"status is {results['status']!r}", _config_table(folder))
     return Run(source=str(folder), results=results, folder=folder)
 
 
@@ -196,3 +223,8 @@ def cell_fields(run: Run) -> dict[str, Any]:
 def runs_of_table(runs: Sequence[Run], table_name: str) -> list[Run]:
     """The runs launched for ``table_name`` (their ``paper_cell.table``)."""
     return [run for run in runs if (run.results.get("paper_cell") or {}).get("table") == table_name]
+
+
+def unfinished_of_table(runs: Sequence[UnfinishedRun], table_name: str) -> list[UnfinishedRun]:
+    """Unfinished runs launched for ``table_name``, and those whose config does not say which table."""
+    return [run for run in runs if run.table in (table_name, None)]
