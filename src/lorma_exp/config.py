@@ -1,0 +1,432 @@
+"""The schema of every config the entry points compose, and its validation.
+
+The dataclasses below are registered as the root schema of ``conf/config.yaml``, so Hydra rejects an
+unknown key (a typo) or a value outside an enum (``mode=sideways``) while composing. Range checks that a
+type cannot express (``r=0``, ``dropout=1.5``) run in :func:`validate`, which the entry points call before
+any model or data is touched. Every error names the field and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field and the fix."""
+
+
+class _Choice(str, Enum):
+    """An enum whose members print as their plain value (``pre``, not ``Mode.pre``) in paths and logs."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Problem(_Choice):
+    classification = "classification"
+    regression = "regression"
+    causal_lm = "causal_lm"
+
+
+class MethodKind(_Choice):
+    lorma = "lorma"
+    lora = "lora"
+    full_ft = "full_ft"
+    peft_lora = "peft_lora"
+    peft_dora = "peft_dora"
+
+
+class Inflation(_Choice):
+    rri = "rri"
+    shift = "shift"
+    none = "none"
+
+
+class Mode(_Choice):
+    pre = "pre"
+    post = "post"
+
+
+class Bias(_Choice):
+    none = "none"
+    all = "all"
+    adapter = "adapter"
+
+
+class DropoutOn(_Choice):
+    adapter = "adapter"
+    input = "input"
+
+
+class Scheduler(_Choice):
+    linear = "linear"
+    cosine = "cosine"
+    constant = "constant"
+
+
+class Precision(_Choice):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class EvalStrategy(_Choice):
+    epoch = "epoch"
+    steps = "steps"
+    no = "no"
+
+
+class Strategy(_Choice):
+    auto = "auto"
+    single = "single"
+    ddp = "ddp"
+
+
+class GenerationBackend(_Choice):
+    hf = "hf"
+    vllm = "vllm"
+
+
+@dataclass
+class TaskConfig:
+    """What is learned and how it is scored."""
+
+    name: str = MISSING
+    family: str = MISSING
+    problem: Problem = MISSING
+    num_labels: int = 0
+    metrics: list[str] = field(default_factory=list)
+    main_metric: str = MISSING
+    greater_is_better: bool = True
+
+
+@dataclass
+class DataConfig:
+    """Where the rows come from and how they become model inputs."""
+
+    dataset: str | None = None
+    subset: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    text_fields: list[str] = field(default_factory=list)
+    label_field: str | None = "label"
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["validation"])
+    max_length: int = 128
+    limit: int | None = None
+    eval_limit: int | None = None
+    sample_seed: int = 0
+    num_examples: int = 0
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings for generation tasks (ignored by classification tasks)."""
+
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    max_new_tokens: int = 64
+    backend: GenerationBackend = GenerationBackend.hf
+
+
+@dataclass
+class ModelConfig:
+    """The backbone: a hub name, a local folder, or an embedded (pip-installed) model."""
+
+    name: str = MISSING
+    name_or_path: str = MISSING
+    tokenizer: str | None = None
+    revision: str | None = None
+    dtype: str = "float32"
+    targets: list[str] = field(default_factory=lambda: ["q", "v"])
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class MethodConfig:
+    """How the backbone is adapted. ``r``, ``alpha``, ``mode`` and ``inflation`` come from the top level."""
+
+    name: str = MISSING
+    kind: MethodKind = MISSING
+    inflation: Inflation | None = None
+    mode: Mode = Mode.pre
+    r: int = 8
+    alpha: float = 16.0
+    targets: list[str] = field(default_factory=list)
+    dropout: float = 0.0
+    dropout_on: DropoutOn = DropoutOn.adapter
+    bias: Bias = Bias.none
+    modules_to_save: list[str] | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """The optimisation loop; ``batch_size`` is per device."""
+
+    strategy: Strategy = Strategy.auto
+    device: str = "auto"
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 32
+    global_batch_size: int | None = None
+    grad_accum: int = 1
+    eval_batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    scheduler: Scheduler = Scheduler.linear
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float | None = 1.0
+    label_smoothing: float = 0.0
+    precision: Precision = Precision.fp32
+    eval_strategy: EvalStrategy = EvalStrategy.epoch
+    eval_steps: int = 0
+    eval_before_training: bool = False
+    log_every: int = 10
+    checkpoint_every_steps: int = 0
+    snapshot_every_epoch: bool = False
+    num_workers: int = 0
+    progress_bar: bool = True
+
+
+@dataclass
+class WandbConfig:
+    project: str = "lorma-exp"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "auto"
+
+
+@dataclass
+class LoggerConfig:
+    """CSV/JSONL logs are always written; ``wandb`` adds a wandb run."""
+
+    wandb: bool = False
+    wandb_settings: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class PaperCell:
+    """The cell of a paper table that a reproduction run stands for."""
+
+    table: str = MISSING
+    model: str = MISSING
+    task: str = MISSING
+    method: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """The root of ``conf/config.yaml``."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 42
+    r: int = 8
+    alpha: float = 16.0
+    mode: Mode = Mode.pre
+    inflation: Inflation | None = None
+    experiment_name: str = "default"
+    run_name: str = ""
+    run_dir: str | None = None
+    resume: bool = False
+    skip_finished: bool = False
+    smoke: bool = False
+    paper_cell: PaperCell | None = None
+
+
+@dataclass
+class EvalConfig:
+    """The root of ``conf/eval.yaml``: re-evaluate a finished run's saved weights."""
+
+    run_dir: str = MISSING
+    weights: str = "adapter"
+    task: str | None = None
+    splits: list[str] | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+RUN_STAMP_ENV = "LORMA_RUN_STAMP"
+
+
+def run_stamp() -> str:
+    """The time stamp naming a new run folder, shared by every rank of a distributed launch.
+
+    Seconds plus the process id keep two runs started in the same second apart; the launcher exports
+    ``LORMA_RUN_STAMP`` from rank 0 so that all ranks of one torchrun job agree on one folder.
+    """
+    shared = os.environ.get(RUN_STAMP_ENV)
+    if shared:
+        return shared
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{os.getpid() % 100000:05d}"
+
+
+def register_configs() -> None:
+    """Make the schema available to ``defaults: [train_schema, ...]`` and install our resolvers."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+    resolvers = {
+        # ``${first_set:${inflation},rri}``: a method's own default unless the top level sets one.
+        "first_set": lambda *values: next((v for v in values if v is not None), None),
+        "join": lambda values, sep="-": sep.join(str(v) for v in values) if values else "none",
+        "num": lambda value: f"{value:g}",
+        "run_stamp": run_stamp,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=name == "run_stamp")
+
+
+def _check(condition: bool, field_name: str, problem: str, fix: str) -> None:
+    if not condition:
+        raise ConfigError(f"{field_name}: {problem}. {fix}")
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0
+
+
+def _fraction(value: float) -> bool:
+    return 0.0 <= value < 1.0
+
+
+_WORDING = {_positive: "must be positive", _non_negative: "must be >= 0", _fraction: "must be in [0, 1)"}
+
+# (field, rule, an example of a good value); optional fields are checked only when set.
+_RANGE_RULES = (
+    ("trainer.lr", _positive, "trainer.lr=5e-4"),
+    ("trainer.weight_decay", _non_negative, "trainer.weight_decay=0.1"),
+    ("trainer.batch_size", _positive, "trainer.batch_size=32"),
+    ("trainer.eval_batch_size", _positive, "trainer.eval_batch_size=64"),
+    ("trainer.grad_accum", _positive, "trainer.grad_accum=1"),
+    ("trainer.global_batch_size", _positive, "trainer.global_batch_size=64"),
+    ("trainer.max_steps", _positive, "trainer.max_steps=null (train by epochs)"),
+    ("trainer.epochs", _non_negative, "trainer.epochs=3"),
+    ("trainer.warmup_ratio", _fraction, "trainer.warmup_ratio=0.06"),
+    ("trainer.warmup_steps", _non_negative, "trainer.warmup_steps=0 (use warmup_ratio)"),
+    ("trainer.label_smoothing", _fraction, "trainer.label_smoothing=0.1"),
+    ("trainer.max_grad_norm", _positive, "trainer.max_grad_norm=null (no clipping)"),
+    ("trainer.log_every", _positive, "trainer.log_every=10"),
+    (
+        "trainer.checkpoint_every_steps",
+        _non_negative,
+        "trainer.checkpoint_every_steps=0 (only at evaluations)",
+    ),
+    ("data.max_length", _positive, "data.max_length=128"),
+    ("data.limit", _positive, "data.limit=null (the whole training set)"),
+    ("data.eval_limit", _positive, "data.eval_limit=null (whole evaluation splits)"),
+    ("generation.num_beams", _positive, "generation.num_beams=1 (greedy)"),
+    ("generation.max_new_tokens", _positive, "generation.max_new_tokens=64"),
+    ("generation.no_repeat_ngram_size", _non_negative, "generation.no_repeat_ngram_size=0 (allow repeats)"),
+)
+_ADAPTER_RULES = (
+    ("r", _positive, "r=8"),
+    ("alpha", _positive, "alpha=16"),
+    ("method.dropout", _fraction, "method.dropout=0.1"),
+)
+
+
+def _check_ranges(settings: TrainConfig, rules: tuple) -> None:
+    for path, rule, example in rules:
+        owner: Any = settings
+        *parents, name = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent)
+        value = getattr(owner, name) if parents else getattr(settings.method, name, None)
+        if value is not None and not rule(value):
+            raise ConfigError(f"{path}: {_WORDING[rule]}, got {value}. Use e.g. {example}.")
+
+
+def validate(cfg: DictConfig) -> TrainConfig:
+    """Check ranges and cross-field rules that the schema's types cannot express; return typed settings."""
+    settings: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    method, trainer, data, task = settings.method, settings.trainer, settings.data, settings.task
+    _check_ranges(settings, _RANGE_RULES)
+    if method.kind in (MethodKind.lorma, MethodKind.lora, MethodKind.peft_lora, MethodKind.peft_dora):
+        _check_ranges(settings, _ADAPTER_RULES)
+        _check(
+            bool(method.targets),
+            "method.targets",
+            "is empty",
+            "Name the layers to adapt, e.g. method.targets=[q,v] or model.targets=[q,v].",
+        )
+    if method.kind == MethodKind.lorma:
+        _check(
+            method.inflation is not None,
+            "inflation",
+            "is not set for a LoRMA method",
+            "Use inflation=rri (LoRMA+), shift (LoRMA_pi) or none.",
+        )
+    else:
+        _check(
+            settings.inflation is None,
+            "inflation",
+            f"only applies to LoRMA methods, but method={method.name}",
+            "Drop the inflation override or pick method=lorma_plus / lorma_pi / lorma_none.",
+        )
+    _check(
+        trainer.epochs > 0 or trainer.max_steps is not None,
+        "trainer.epochs",
+        f"must be positive unless trainer.max_steps is set, got {trainer.epochs}",
+        "Use e.g. trainer.epochs=3.",
+    )
+    _check(
+        trainer.eval_strategy != EvalStrategy.steps or trainer.eval_steps > 0,
+        "trainer.eval_steps",
+        "must be positive with trainer.eval_strategy=steps",
+        "Use e.g. trainer.eval_steps=200.",
+    )
+    _check(
+        trainer.device in ("auto", "cpu", "cuda") or trainer.device.startswith("cuda:"),
+        "trainer.device",
+        f"must be auto, cpu, cuda or cuda:N, got {trainer.device!r}",
+        "Use trainer.device=auto.",
+    )
+    _check(
+        settings.model.dtype in ("float32", "bfloat16", "float16"),
+        "model.dtype",
+        f"must be float32, bfloat16 or float16, got {settings.model.dtype!r}",
+        "Use model.dtype=float32.",
+    )
+    _check(
+        bool(data.eval_splits), "data.eval_splits", "is empty", "Name at least one split, e.g. [validation]."
+    )
+    _check(
+        task.main_metric in task.metrics,
+        "task.main_metric",
+        f"{task.main_metric!r} is not one of task.metrics {task.metrics}",
+        "Add it to task.metrics.",
+    )
+    if task.problem == Problem.classification:
+        _check(
+            task.num_labels >= 2,
+            "task.num_labels",
+            f"must be >= 2 for classification, got {task.num_labels}",
+            "Set task.num_labels to the number of classes.",
+        )
+    return settings

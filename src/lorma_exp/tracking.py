@@ -1,0 +1,135 @@
+"""Run logging: metrics.jsonl (and metrics.csv) in the run folder always, wandb when asked.
+
+Only rank 0 writes. wandb runs online when this machine is logged in and offline otherwise (the run folder
+can be synced later with ``wandb sync``), so ``logger=wandb`` never stops a run for want of a key.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from lorma_exp.config import WandbConfig
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def wandb_logged_in() -> bool:
+    """True when an API key is in the environment or in ~/.netrc for the wandb host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode(requested: str) -> str:
+    """``auto`` becomes online when logged in, offline otherwise; ``WANDB_MODE`` in the environment wins."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if requested != "auto":
+        return requested
+    return "online" if wandb_logged_in() else "offline"
+
+
+def read_events(run_dir: Path) -> list[dict[str, Any]]:
+    """All events of a run folder's metrics.jsonl, in order."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    with path.open() as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+class RunLogger:
+    """Appends events to metrics.jsonl and forwards them to wandb (rank 0 only; other ranks do nothing)."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.wandb_run: Any = None
+
+    def start_wandb(
+        self, settings: WandbConfig, config: dict[str, Any], name: str, group: str, tags: list[str]
+    ) -> None:
+        """Open the wandb run (rank 0); its files go under the run folder."""
+        if not self.enabled:
+            return
+        import wandb
+
+        mode = wandb_mode(settings.mode)
+        self.wandb_run = wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            group=settings.group or group,
+            tags=[*tags, *settings.tags],
+            name=name,
+            config=config,
+            dir=str(self.run_dir),
+            mode=mode,
+            resume="allow",
+            id=self._wandb_id(),
+        )
+        log.info("wandb run %s (%s mode)", self.wandb_run.id, mode)
+
+    def _wandb_id(self) -> str:
+        """One wandb id per run folder, so a resumed run continues the same wandb run."""
+        path = self.run_dir / ".wandb_id"
+        if path.exists():
+            return path.read_text().strip()
+        import wandb
+
+        run_id = wandb.util.generate_id()
+        path.write_text(run_id)
+        return run_id
+
+    def log(self, event: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with (self.run_dir / METRICS_FILE).open("a") as handle:
+            handle.write(json.dumps(event) + "\n")
+        if self.wandb_run is not None:
+            prefix = "train" if event["event"] == "train" else f"eval/{event.get('split', '')}"
+            values = {
+                f"{prefix}/{key}": value
+                for key, value in event.items()
+                if key not in ("event", "step", "split") and isinstance(value, (int, float))
+            }
+            self.wandb_run.log(values, step=event["step"])
+
+    def truncate_after(self, step: int) -> None:
+        """Drop events newer than ``step`` (logged by an interrupted run after its last checkpoint)."""
+        if not self.enabled:
+            return
+        kept = [event for event in read_events(self.run_dir) if event["step"] <= step]
+        with (self.run_dir / METRICS_FILE).open("w") as handle:
+            handle.writelines(json.dumps(event) + "\n" for event in kept)
+
+    def write_csv(self) -> Path | None:
+        """metrics.csv: the same events as metrics.jsonl, one column per key."""
+        if not self.enabled:
+            return None
+        events = read_events(self.run_dir)
+        columns = list(dict.fromkeys(key for event in events for key in event))
+        path = self.run_dir / "metrics.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(events)
+        return path
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update(summary)
+            self.wandb_run.finish()
+            self.wandb_run = None

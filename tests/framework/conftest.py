@@ -1,0 +1,66 @@
+"""Fixtures for framework tests: tiny backbones saved as local folders, and in-process config composition."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from lorma_exp.config import register_configs
+from lorma_exp.models import resolve_name_or_path
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer BERT (hidden 32) with the embedded MiniLM tokenizer, saved like a hub checkpoint."""
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_name_or_path("embedded:all-MiniLM-L6-v2"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def compose_train() -> Callable[..., DictConfig]:
+    """Compose conf/config.yaml with overrides, as `python train.py <overrides>` would."""
+    register_configs()
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    return _compose
+
+
+@pytest.fixture
+def tiny_run_overrides(tiny_bert_dir: Path, tmp_path: Path) -> list[str]:
+    """Overrides that make any classification run take seconds: tiny backbone, few rows, few steps."""
+    return [
+        f"model.name_or_path={tiny_bert_dir}",
+        "data.num_examples=96",
+        "data.max_length=32",
+        "trainer.batch_size=8",
+        "trainer.eval_batch_size=32",
+        "trainer.epochs=2",
+        "trainer.log_every=2",
+        "trainer.progress_bar=false",
+        f"run_dir={tmp_path / 'run'}",
+    ]

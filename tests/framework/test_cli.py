@@ -1,0 +1,112 @@
+"""The entry points as users run them: bad input fails fast and clearly; default, sweep and torchrun work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lorma_exp.tracking import read_events
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_entry(*args: str, timeout: int = 300, module: str | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, *(["-m", module] if module else []), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("r=0", "r: must be positive, got 0"),
+        ("mode=sideways", "sideways"),
+        ("trainer.lrr=1", "lrr"),
+        ("task=no_such_task", "no_such_task"),
+        (
+            "model.name_or_path=no-such-org/no-such-model",
+            "model.name_or_path='no-such-org/no-such-model' could not",
+        ),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_message_naming_it(override, needle, tmp_path):
+    result = run_entry("train.py", override, f"run_dir={tmp_path / 'run'}", timeout=120)
+    assert result.returncode != 0
+    assert needle in result.stderr + result.stdout
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # failed before any training
+
+
+def test_the_embedded_default_trains_and_prints_a_summary(tmp_path):
+    run_dir = tmp_path / "default"
+    result = run_entry("train.py", "trainer.max_steps=4", "data.num_examples=240", f"run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lorma-exp: run finished" in result.stdout
+    assert str(run_dir) in result.stdout
+    record = json.loads((run_dir / "results.json").read_text())
+    assert (record["model"], record["method"], record["inflation"]) == ("minilm", "lorma_plus", "rri")
+    assert record["initial"] is not None and record["final"] is not None
+    assert (run_dir / "train.log").exists()
+
+
+def test_a_two_job_multirun_writes_one_folder_per_job(tiny_bert_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_entry(
+        "train.py",
+        "-m",
+        "seed=1,2",
+        f"model.name_or_path={tiny_bert_dir}",
+        "data.num_examples=48",
+        "trainer.max_steps=2",
+        "trainer.progress_bar=false",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seeds = sorted(json.loads(p.read_text())["seed"] for p in sweep.glob("*/results.json"))
+    assert seeds == [1, 2]
+
+
+def test_torchrun_with_two_processes_matches_one_process_with_the_same_global_batch(tiny_bert_dir, tmp_path):
+    common = [
+        f"model.name_or_path={tiny_bert_dir}",
+        "data.num_examples=96",
+        "data.max_length=32",
+        "trainer.epochs=1",
+        "trainer.batch_size=4",
+        "trainer.log_every=1",
+        "trainer.progress_bar=false",
+    ]
+    single = run_entry("train.py", *common, "trainer.grad_accum=2", f"run_dir={tmp_path / 'single'}")
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = run_entry(
+        "--standalone",
+        "--nproc_per_node=2",
+        "train.py",
+        *common,
+        "trainer=ddp",
+        f"run_dir={tmp_path / 'ddp'}",
+        module="torch.distributed.run",
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("single", "ddp"))
+    assert two["train"]["world_size"] == 2 and one["train"]["world_size"] == 1
+    assert one["train"]["steps"] == two["train"]["steps"]
+    losses = [
+        [e["loss"] for e in read_events(tmp_path / name) if e["event"] == "train"]
+        for name in ("single", "ddp")
+    ]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert two["final"]["metrics"] == pytest.approx(one["final"]["metrics"], abs=1e-6)
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(
+        p.name for p in (tmp_path / "single").iterdir()
+    )
+
+
+def test_trainer_ddp_without_torchrun_says_how_to_launch(tmp_path):
+    result = run_entry("train.py", "trainer=ddp", f"run_dir={tmp_path / 'run'}", timeout=120)
+    assert result.returncode == 2
+    assert "torchrun --nproc_per_node" in result.stderr

@@ -1,0 +1,172 @@
+"""Training runs end to end in-process on a tiny backbone: every method, resume, run folders, eval."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from lorma_exp import pipeline
+from lorma_exp.data.classification import PaddingCollator
+from lorma_exp.tracking import read_events
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+METHOD_CASES = [
+    ("lorma_plus", "pre"),
+    ("lorma_plus", "post"),
+    ("lorma_pi", "pre"),
+    ("lorma_pi", "post"),
+    ("lorma_none", "pre"),
+    ("lora", "pre"),
+    ("full_ft", "pre"),
+    ("peft_lora", "pre"),
+    ("peft_dora", "pre"),
+]
+
+
+def _results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.mark.parametrize(("method", "mode"), METHOD_CASES)
+def test_each_method_trains_and_writes_a_complete_run_folder(compose_train, tiny_run_overrides, method, mode):
+    cfg = compose_train(*tiny_run_overrides, f"method={method}", f"mode={mode}", "trainer.epochs=1")
+    record = pipeline.train(cfg)
+    run_dir = Path(cfg.run_dir)
+    assert record == _results(run_dir)
+    assert record["method"] == method
+    final = record["final"]["metrics"]
+    assert set(final) == {"accuracy", "f1"} and all(math.isfinite(v) for v in final.values())
+    events = read_events(run_dir)
+    losses = [e["loss"] for e in events if e["event"] == "train"]
+    assert losses and all(math.isfinite(loss) for loss in losses)
+    assert any(e["event"] == "eval" and e["step"] == 0 for e in events)  # the untrained model, for reference
+    for name in ("config.yaml", "metrics.csv", "loss_curve.png", "adapter"):
+        assert (run_dir / name).exists(), name
+    assert not (run_dir / "checkpoints").exists()  # resume state is removed once the run has finished
+    counts = record["trainable_params"]
+    assert counts["total"] == counts["adapter"] + counts["head"] + counts["other"] > 0
+    if method == "full_ft":
+        assert counts["adapter"] == 0 and counts["other"] > 0
+    else:
+        assert counts["adapter"] > 0 and counts["head"] > 0
+
+
+def _comparable(events: list[dict]) -> list[dict]:
+    """Events without wall-clock fields, floats rounded to 6 significant digits."""
+    return [
+        {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in event.items() if k != "time_s"}
+        for event in events
+    ]
+
+
+def _interrupting_collate(after_calls: int):
+    """A collate that sends this process SIGINT on its n-th call, like a Ctrl-C during training."""
+    original = PaddingCollator.__call__
+    calls = {"n": 0}
+
+    def collate(self, rows):
+        calls["n"] += 1
+        if calls["n"] == after_calls:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, rows)
+
+    return collate
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(
+    compose_train, tiny_run_overrides, tmp_path, monkeypatch
+):
+    common = [*tiny_run_overrides[:-1], "trainer.epochs=3", "trainer.checkpoint_every_steps=4"]
+    straight = compose_train(*common, f"run_dir={tmp_path / 'straight'}")
+    expected = pipeline.train(straight)
+
+    resumed_dir = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        patch.setattr(PaddingCollator, "__call__", _interrupting_collate(after_calls=17))
+        with pytest.raises(SystemExit) as stopped:
+            pipeline.train(compose_train(*common, f"run_dir={resumed_dir}"))
+    assert stopped.value.code == 130
+    assert (resumed_dir / "checkpoints" / "last" / "state.pt").exists()
+    assert not (resumed_dir / "results.json").exists()
+
+    with pytest.raises(SystemExit) as refused:  # an unfinished run is never silently restarted
+        pipeline.train(compose_train(*common, f"run_dir={resumed_dir}"))
+    assert refused.value.code == 2
+
+    resumed = pipeline.train(compose_train(*common, f"run_dir={resumed_dir}", "resume=true"))
+    assert resumed["train"]["resumed_from_step"] > 0
+    for key in ("best", "final", "initial"):
+        assert resumed[key] == expected[key]
+    assert resumed["train"]["final_loss"] == pytest.approx(expected["train"]["final_loss"], rel=1e-6)
+    assert _comparable(read_events(resumed_dir)) == _comparable(read_events(tmp_path / "straight"))
+
+
+def test_a_finished_run_is_never_overwritten_and_can_be_skipped(compose_train, tiny_run_overrides):
+    cfg = compose_train(*tiny_run_overrides, "trainer.max_steps=2")
+    pipeline.train(cfg)
+    before = (Path(cfg.run_dir) / "results.json").read_text()
+    with pytest.raises(SystemExit) as refused:
+        pipeline.train(cfg)
+    assert refused.value.code == 2
+    assert (
+        pipeline.train(compose_train(*tiny_run_overrides, "trainer.max_steps=2", "skip_finished=true"))
+        is None
+    )
+    assert (Path(cfg.run_dir) / "results.json").read_text() == before
+
+
+def test_eval_reproduces_the_runs_final_metrics_from_the_saved_adapter(compose_train, tiny_run_overrides):
+    cfg = compose_train(*tiny_run_overrides, "trainer.epochs=1")
+    record = pipeline.train(cfg)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        eval_cfg = compose("eval", overrides=[f"run_dir={cfg.run_dir}"])
+    scores = pipeline.evaluate(eval_cfg)
+    assert scores["validation"] == pytest.approx(record["final"]["metrics"])
+    written = list(Path(cfg.run_dir).glob("evals/*/metrics.json"))
+    assert len(written) == 1
+    assert json.loads(written[0].read_text())["splits"]["validation"] == pytest.approx(scores["validation"])
+
+
+def test_text_classification_trains_on_the_users_csv_files(compose_train, tiny_run_overrides, tmp_path):
+    rows = [
+        ("a wonderful little film", "pos"),
+        ("dull and far too long", "neg"),
+        ("a joy to watch", "pos"),
+        ("i want my money back", "neg"),
+    ] * 6
+    for name, part in (("train.csv", rows), ("dev.csv", rows[:8])):
+        lines = ["review,sentiment", *(f'"{text}",{label}' for text, label in part)]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    cfg = compose_train(
+        *tiny_run_overrides,
+        "task=text_classification",
+        f"data.train_file={tmp_path / 'train.csv'}",
+        f"data.validation_file={tmp_path / 'dev.csv'}",
+        "data.text_fields=[review]",
+        "data.label_field=sentiment",
+        "trainer.epochs=1",
+    )
+    record = pipeline.train(cfg)
+    assert record["task"] == "text_classification"
+    assert 0.0 <= record["final"]["metrics"]["accuracy"] <= 1.0
+
+
+def test_text_classification_names_a_missing_column(compose_train, tiny_run_overrides, tmp_path):
+    (tmp_path / "train.csv").write_text("review,label\ngood,1\nbad,0\n")
+    cfg = compose_train(
+        *tiny_run_overrides,
+        "task=text_classification",
+        f"data.train_file={tmp_path / 'train.csv'}",
+        f"data.validation_file={tmp_path / 'train.csv'}",
+        "data.text_fields=[text]",
+    )
+    with pytest.raises(SystemExit) as failed:
+        pipeline.train(cfg)
+    assert failed.value.code == 2
