@@ -3,6 +3,8 @@
     python -m lorma_exp.report table NAME [NAME ...] --runs DIR [DIR ...] [--wandb ENTITY/PROJECT] --out DIR
     python -m lorma_exp.report figure5 --runs DIR [DIR ...] --out DIR
     python -m lorma_exp.report convergence --runs DIR [DIR ...] --out DIR [filters]
+    python -m lorma_exp.report rank --runs DIR [DIR ...] --out DIR [filters] [--layers REGEX]
+    python -m lorma_exp.report similarity --runs DIR [DIR ...] --out DIR [filters] [--layers REGEX]
 
 Every command writes ``<name>.md``, ``<name>.csv`` and ``<name>.tex`` per table (and PNGs) into ``--out``,
 prints the markdown, and with ``--wandb-log ENTITY/PROJECT`` also logs the tables as wandb Tables.
@@ -12,6 +14,7 @@ Filters: ``--table NAME`` (the runs' ``paper_cell.table``), ``--task T ...``, ``
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,6 +106,33 @@ def command_convergence(arguments: argparse.Namespace) -> None:
     _finish(arguments, tables, arguments.table)
 
 
+def command_rank(arguments: argparse.Namespace) -> None:
+    from lorma_exp.analysis import adapter_updates
+
+    runs = adapter_updates.adapter_runs(_filtered(arguments, _collect(arguments).finished))
+    loader, pattern = adapter_updates.untrained_backbone, arguments.layers
+    tables = adapter_updates.delta_rank_tables(runs, loader, pattern)
+    tables += adapter_updates.multiplier_rank_tables(runs, Path(arguments.out), loader, pattern)
+    _finish(arguments, tables, arguments.table)
+
+
+def command_similarity(arguments: argparse.Namespace) -> None:
+    from lorma_exp.analysis import adapter_updates
+
+    runs = adapter_updates.adapter_runs(_filtered(arguments, _collect(arguments).finished))
+    table = adapter_updates.similarity_report(
+        runs, adapter_updates.untrained_backbone, layer_pattern=arguments.layers, seed=arguments.seed
+    )
+    _finish(arguments, [table], arguments.table)
+
+
+def _layer_pattern(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"--layers {text!r} is not a regular expression: {error}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lorma_exp.report", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,10 +177,27 @@ def build_parser() -> argparse.ArgumentParser:
             command_convergence,
             "Table 5 AUC decrease and Figure 6 first-reach step vs LoRA, loss plots",
         ),
+        ("rank", command_rank, "Table 15 rank of ΔW per layer and Figure 7 rank of I(BA) across snapshots"),
+        (
+            "similarity",
+            command_similarity,
+            "Table 9 similarity of ΔW_LoRMA to ΔW_LoRA, with a random baseline",
+        ),
     ):
         command = commands.add_parser(name, help=help_text)
         add_common(command, wandb_source=False)
         add_filters(command)
+        if name in ("rank", "similarity"):
+            command.add_argument(
+                "--layers",
+                type=_layer_pattern,
+                metavar="REGEX",
+                help="only adapted layers whose name matches (re.search)",
+            )
+        if name == "similarity":
+            command.add_argument(
+                "--seed", type=int, default=0, help="seed of the random baseline (default 0)"
+            )
         command.set_defaults(handler=handler)
     return parser
 

@@ -70,11 +70,11 @@ def test_module_entry_point_prints_its_synopsis():
         timeout=120,
         check=True,
     )
-    for command in ("table", "figure5", "convergence"):
+    for command in ("table", "figure5", "convergence", "rank", "similarity"):
         assert command in completed.stdout
 
 
-@pytest.mark.parametrize("command", ["convergence"])
+@pytest.mark.parametrize("command", ["convergence", "rank", "similarity"])
 def test_analyses_accept_the_filters(command, tmp_path):
     arguments = build_parser().parse_args(
         [
