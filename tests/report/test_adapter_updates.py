@@ -158,11 +158,10 @@ def test_a_run_folder_without_its_adapter_is_a_clear_error(tmp_path):
         adapter_updates.delta_rank_tables(collect_runs([tmp_path / "runs"]).finished, base_model)
 
 
-def test_cli_rebuilds_the_backbone_from_the_run_config(tmp_path, monkeypatch, capsys):
+def test_cli_rebuilds_the_backbone_from_the_run_config(tmp_path, capsys):
     """The trainer's path end to end: config.yaml composed from conf/, backbone from a local folder,
     LoRMA₊ applied and saved as the trainer does; `report rank` finds ΔW = s·B·A·W of rank r = 2 on every
     layer."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     base_model().save_pretrained(tmp_path / "tiny_bert")
     register_configs()
     overrides = [
