@@ -348,7 +348,7 @@ def render(table: ComparisonTable) -> RenderedTable:
         )
     notes.extend(paper.notes)
     notes.append(
-        "Cells: mean ± sample std over seeds (n = number of runs) vs the paper's number [ours − paper]."
+        "Cells: mean ± sample std (n = values averaged, one per run unless noted) vs the paper [ours − paper]."
     )
     notes.extend(f"Not placed: {item.source} ({item.reason})" for item in table.unplaced)
     notes.extend(f"Missing (unfinished): {item.source} ({item.reason})" for item in table.unfinished)
