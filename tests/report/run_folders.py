@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
 
 
 def results_json(
@@ -74,7 +74,7 @@ def write_run_folder(
     folder.mkdir(parents=True, exist_ok=True)
     table = launched_for or (results or {}).get("paper_cell", {}).get("table")
     config: dict[str, Any] = {"seed": 0, "paper_cell": {"table": table} if table else None}
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    OmegaConf.save(OmegaConf.create(config), folder / "config.yaml")
     with (folder / "metrics.jsonl").open("w") as handle:
         for step, loss in loss_curve:
             handle.write(

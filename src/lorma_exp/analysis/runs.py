@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+from omegaconf import OmegaConf
 
 RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.jsonl"
@@ -159,10 +159,7 @@ def _config_table(folder: Path) -> str | None:
     path = folder / CONFIG_FILE
     if not path.is_file():
         return None
-    try:
-        return launched_for(yaml.safe_load(path.read_text()))
-    except yaml.YAMLError as error:
-        raise RunDataError(f"{path}: not valid YAML ({error})") from error
+    return launched_for(OmegaConf.to_container(OmegaConf.load(path)))
 
 
 def load_run_folder(folder: Path) -> Run | UnfinishedRun:
