@@ -58,7 +58,7 @@ GRIDS: dict[str, Grid] = {
         Grid(
             "table6", ("roberta_large",), ("mrpc", "stsb", "rte", "qqp"), ("lorma_none", "lorma_plus"),
             experiment="table2/{model}_{task}_lorma_plus",
-            sweep=("paper_cell.method=${method.name}",),
+            sweep=("paper_cell.method=choice(${method.name})",),
         ),
         Grid("table7", ("roberta_large",), ("cola", "mrpc", "stsb", "rte"), ("lorma_plus",), sweep=("mode=pre,post",)),
         Grid(
@@ -115,7 +115,8 @@ def sweep_commands(grid: Grid, selection: Selection) -> list[list[str]]:
         *method_sweep,
         *grid.sweep,
         f"seed={seeds}",
-        f"paper_cell.table={grid.name}",
+        # choice(...) makes it a sweep parameter, applied per job after the experiment sets paper_cell
+        f"paper_cell.table=choice({grid.name})",
         f"hydra.sweep.dir={output_root(selection) / grid.name}",
         "hydra.sweep.subdir=${run_name}",
         "skip_finished=true",
