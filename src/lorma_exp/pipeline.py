@@ -6,6 +6,7 @@ run folder, the model name) is checked before data is tokenised or weights are l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -33,7 +34,7 @@ from lorma_exp.methods import (
 from lorma_exp.models import ModelLoadError, load_backbone, load_model_config, load_tokenizer
 from lorma_exp.plots import plot_loss_curve
 from lorma_exp.summary import format_summary
-from lorma_exp.tracking import RunLogger, read_events
+from lorma_exp.tracking import RunLogger, read_events, wandb_group_and_tags
 from lorma_exp.trainer import Trainer, TrainingInterrupted, TrainResult
 
 log = logging.getLogger(__name__)
@@ -114,19 +115,13 @@ def preflight(cfg: DictConfig) -> tuple[TrainConfig, DistEnv]:
     return settings, env
 
 
-def results_record(
-    settings: TrainConfig,
-    result: TrainResult,
-    counts: dict[str, int],
-    env: DistEnv,
-    cfg: DictConfig,
-) -> dict[str, Any]:
-    """results.json (docs/architecture.md)."""
+def run_identity(settings: TrainConfig) -> dict[str, Any]:
+    """What a run is, known before it trains: the first half of results.json, and its wandb tags."""
     method = settings.method
     adapted = method.kind in (*ADAPTER_KINDS, *PEFT_KINDS)
     is_lorma = method.kind == MethodKind.lorma
+    paper_cell = settings.paper_cell
     return {
-        "status": "finished",
         "task": settings.task.name,
         "model": settings.model.name,
         "model_name_or_path": settings.model.name_or_path,
@@ -138,9 +133,21 @@ def results_record(
         "alpha": method.alpha if adapted else None,
         "targets": list(method.targets) if adapted else None,
         "seed": settings.seed,
-        "experiment": cfg.get("experiment_name"),
+        "experiment": settings.experiment_name,
         "main_metric": settings.task.main_metric,
         "greater_is_better": settings.task.greater_is_better,
+        "paper_cell": dataclasses.asdict(paper_cell) if paper_cell is not None else None,
+        "smoke": settings.smoke,
+    }
+
+
+def results_record(
+    identity: dict[str, Any], result: TrainResult, counts: dict[str, int], env: DistEnv
+) -> dict[str, Any]:
+    """results.json (docs/architecture.md)."""
+    return {
+        "status": "finished",
+        **identity,
         "trainable_params": counts,
         "initial": result.initial.as_dict() if result.initial else None,
         "best": result.best.as_dict() if result.best else None,
@@ -153,27 +160,18 @@ def results_record(
             "world_size": env.world_size,
             "resumed_from_step": result.resumed_from_step,
         },
-        "paper_cell": OmegaConf.to_container(cfg.paper_cell) if cfg.get("paper_cell") else None,
-        "smoke": settings.smoke,
         "lorma_exp_version": __version__,
     }
 
 
-def _wandb_identity(settings: TrainConfig, run_dir: Path) -> tuple[str, list[str]]:
-    """wandb group (the sweep or experiment) and tags (the run's coordinates)."""
-    group = settings.experiment_name
-    if run_dir.parent.name.startswith("multirun_") or settings.paper_cell is not None:
-        group = f"{settings.experiment_name}/{run_dir.parent.name}"
-    method = settings.method
-    tags = [
-        f"task:{settings.task.name}",
-        f"model:{settings.model.name}",
-        f"method:{method.name}",
-        f"r:{method.r}",
-        f"alpha:{method.alpha:g}",
-        f"mode:{method.mode}",
-        f"seed:{settings.seed}",
-    ]
+def wandb_group(identity: dict[str, Any], run_dir: Path) -> tuple[str, list[str]]:
+    """A reproduction's group (its table), else the experiment, or the experiment's sweep for multiruns."""
+    group, tags = wandb_group_and_tags(identity)
+    if group is None:
+        sweep = run_dir.parent.name
+        group = (
+            f"{identity['experiment']}/{sweep}" if sweep.startswith("multirun_") else identity["experiment"]
+        )
     return group, tags
 
 
@@ -194,9 +192,10 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     seed_everything(settings.seed)  # adapter initialisation depends on the seed alone
     model = apply_method(model, settings.method)
     counts = parameter_counts(model, settings.method)
+    identity = run_identity(settings)
     logger = RunLogger(run_dir, enabled=env.is_main)
     if settings.logger.wandb:
-        group, tags = _wandb_identity(settings, run_dir)
+        group, tags = wandb_group(identity, run_dir)
         logger.start_wandb(
             settings.logger.wandb_settings,
             OmegaConf.to_container(cfg, resolve=True),
@@ -211,7 +210,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     trainer = Trainer(settings.trainer, model, task, env, run_dir, settings.seed, logger, save)
     log.info("Run folder: %s", run_dir)
     result = trainer.fit(resume=settings.resume)
-    record = results_record(settings, result, counts, env, cfg)
+    record = results_record(identity, result, counts, env)
     if env.is_main:
         save(trainer.model, run_dir / "adapter")
         logger.write_csv()
@@ -219,7 +218,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         plot_loss_curve(read_events(run_dir), settings.task.main_metric, title, run_dir / "loss_curve.png")
         (run_dir / RESULTS_FILE).write_text(json.dumps(record, indent=2) + "\n")
         trainer.finish()
-        logger.finish({"best/" + k: v for k, v in (record["best"] or {}).get("metrics", {}).items()})
+        logger.finish(record)
         print(format_summary(record, run_dir, task.info))
     return record
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lorma_exp.analysis import convergence, tracking
+from lorma_exp.analysis import convergence, wandb_io
 from lorma_exp.analysis.render import RenderedTable, to_markdown, write_outputs
 from lorma_exp.analysis.runs import (
     Run,
@@ -45,7 +45,7 @@ def _collect(arguments: argparse.Namespace) -> RunCollection:
         raise UsageError("give --runs DIR (roots holding run folders) or --wandb ENTITY/PROJECT")
     collection = collect_runs(Path(root) for root in arguments.runs)
     if getattr(arguments, "wandb", None):
-        collection.extend(tracking.collect_wandb_runs(arguments.wandb))
+        collection.extend(wandb_io.collect_wandb_runs(arguments.wandb))
     return collection
 
 
@@ -69,7 +69,7 @@ def _finish(arguments: argparse.Namespace, tables: list[RenderedTable], group: s
         write_outputs(table, out_dir)
         print(to_markdown(table))
     if arguments.wandb_log:
-        tracking.log_tables_to_project(tables, arguments.wandb_log, group)
+        wandb_io.log_tables_to_project(tables, arguments.wandb_log, group)
     print(f"wrote {len(tables)} table(s) to {out_dir}", file=sys.stderr)
 
 

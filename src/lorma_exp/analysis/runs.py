@@ -1,4 +1,4 @@
-"""Finding finished runs: run folders on disk (and, through ``analysis.tracking``, wandb runs).
+"""Finding finished runs: run folders on disk (and, through ``analysis.wandb_io``, wandb runs).
 
 A run folder (docs/architecture.md) is a directory holding ``config.yaml``, ``metrics.jsonl`` and, once the
 run has finished, ``results.json``. Folders with a config or metrics but no ``results.json`` (or one whose

@@ -1,6 +1,6 @@
-"""wandb conventions for reproduction runs, and reading them back.
+"""Reading reproduction runs back from wandb, and logging finished tables to it.
 
-Conventions the trainer follows (and this module reads):
+The conventions runs are logged with live in :mod:`lorma_exp.tracking`:
 
 - group: the reproduction the run belongs to, ``paper_cell.table`` (``table2``, ``figure5`` ...), with
   ``-smoke`` appended for smoke runs so they never mix with real ones; no group outside reproductions.
@@ -22,31 +22,7 @@ from typing import Any
 
 from lorma_exp.analysis.render import RenderedTable
 from lorma_exp.analysis.runs import Run, RunCollection, UnfinishedRun, launched_for, validate_results
-
-RESULTS_SUMMARY_KEY = "results"
-TAG_FIELDS: tuple[str, ...] = ("task", "model", "method", "r", "alpha", "mode", "seed")
-SMOKE_GROUP_SUFFIX = "-smoke"
-
-
-def wandb_group_and_tags(fields: Mapping[str, Any]) -> tuple[str | None, list[str]]:
-    """(group, tags) for a run described by results.json-style ``fields`` (the trainer knows them all
-    before training starts: task, model, method, r, alpha, mode, seed, paper_cell, smoke)."""
-    smoke = bool(fields.get("smoke", False))
-    reproduction = (fields.get("paper_cell") or {}).get("table")
-    group = None if reproduction is None else f"{reproduction}{SMOKE_GROUP_SUFFIX if smoke else ''}"
-    tags = [f"{name}:{_tag_value(fields[name])}" for name in TAG_FIELDS if fields.get(name) is not None]
-    if smoke:
-        tags.append("smoke")
-    return group, tags
-
-
-def _tag_value(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def publish_results(run: Any, results: Mapping[str, Any]) -> None:
-    """Store a finished run's results.json object in the wandb run summary, where reports find it."""
-    run.summary[RESULTS_SUMMARY_KEY] = dict(results)
+from lorma_exp.tracking import RESULTS_SUMMARY_KEY
 
 
 def collect_wandb_runs(project_path: str, api: Any = None) -> RunCollection:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from run_folders import results_json
 
-from lorma_exp.analysis import tracking
+from lorma_exp import tracking
+from lorma_exp.analysis import wandb_io
 from lorma_exp.analysis.render import RenderedTable
 from lorma_exp.analysis.tables import table_from_runs
 from lorma_exp.paper import TABLE2
@@ -96,7 +97,7 @@ def project_runs() -> list[StandInRun]:
 
 def test_finished_wandb_runs_carry_results_json_in_their_summary():
     api = StandInApi(project_runs())
-    collection = tracking.collect_wandb_runs("team/lorma", api=api)
+    collection = wandb_io.collect_wandb_runs("team/lorma", api=api)
     assert api.paths == ["team/lorma"]
     assert [run.source for run in collection.finished] == ["wandb:team/lorma/a", "wandb:team/lorma/b"]
     assert [(item.source, item.reason, item.table) for item in collection.unfinished] == [
@@ -110,7 +111,7 @@ def test_finished_wandb_runs_carry_results_json_in_their_summary():
 
 def test_a_project_path_without_entity_is_refused():
     with pytest.raises(ValueError, match="ENTITY/PROJECT"):
-        tracking.collect_wandb_runs("lorma", api=StandInApi([]))
+        wandb_io.collect_wandb_runs("lorma", api=StandInApi([]))
 
 
 def test_publish_results_stores_the_results_object_under_the_summary_key():
@@ -149,7 +150,7 @@ def small_table() -> RenderedTable:
 
 def test_log_table_sends_the_csv_records_as_a_wandb_table(stand_in_wandb):
     run = StandInRun()
-    tracking.log_table(small_table(), run)
+    wandb_io.log_table(small_table(), run)
     logged = run.logged[0]["table2"]
     assert logged.columns == ["row", "column", "mean", "seeds", "paper"]
     assert logged.data == [["lora", "cola", 64.0, "1;2", None], ["lora", None, None, None, 63.6]]
@@ -157,7 +158,7 @@ def test_log_table_sends_the_csv_records_as_a_wandb_table(stand_in_wandb):
 
 def test_log_table_without_an_active_run_says_how_to_get_one(stand_in_wandb):
     with pytest.raises(RuntimeError, match=r"wandb\.init\(\)"):
-        tracking.log_table(small_table())
+        wandb_io.log_table(small_table())
 
 
 def test_cli_reads_wandb_and_logs_the_table_to_a_report_run(stand_in_wandb, tmp_path, capsys):
