@@ -7,10 +7,12 @@ run folder, the model name) is checked before data is tokenised or weights are l
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lorma_exp import __version__
-from lorma_exp.config import ConfigError, EvalConfig, MethodKind, Strategy, TrainConfig, validate
+from lorma_exp.config import (
+    ConfigError,
+    EvalConfig,
+    MethodKind,
+    Strategy,
+    TrainConfig,
+    run_stamp,
+    validate,
+)
 from lorma_exp.data import build_task_data, family_builder
 from lorma_exp.data.glue import DataLoadError
 from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
@@ -50,9 +60,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def exit_on_user_error(function):
+def exit_on_user_error(function: Callable[..., Any]) -> Callable[..., Any]:
     """Report a bad config, model or dataset as one clear line and exit with status 2 (no traceback)."""
 
+    @functools.wraps(function)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
@@ -65,20 +76,18 @@ def exit_on_user_error(function):
             print(f"interrupted: {interruption}", file=sys.stderr)
             raise SystemExit(130) from None
 
-    wrapped.__name__ = function.__name__
-    wrapped.__doc__ = function.__doc__
     return wrapped
 
 
-def output_dir(settings: TrainConfig) -> Path:
-    """The run folder: Hydra's job folder (decided once, shared by every rank), else ``run_dir``."""
+def hydra_output_dir(fallback: Path | None) -> Path:
+    """Hydra's job folder (decided once, shared by every rank), else ``fallback`` outside a Hydra app."""
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
-    if settings.run_dir is None:
+    if fallback is None:
         raise ConfigError("run_dir: not set and no Hydra job folder exists. Set run_dir=<folder>.")
-    return Path(settings.run_dir)
+    return fallback
 
 
 def check_run_dir(run_dir: Path, settings: TrainConfig) -> bool:
@@ -179,7 +188,8 @@ def wandb_group(identity: dict[str, Any], run_dir: Path) -> tuple[str, list[str]
 def train(cfg: DictConfig) -> dict[str, Any] | None:
     """Train one run; returns its results.json record (None when a finished run was skipped)."""
     settings, env = preflight(cfg)
-    run_dir = Path(broadcast_object(str(output_dir(settings)), env))
+    fallback = Path(settings.run_dir) if settings.run_dir else None
+    run_dir = Path(broadcast_object(str(hydra_output_dir(fallback)), env))
     if not check_run_dir(run_dir, settings):
         return None
     if env.is_main:
@@ -289,7 +299,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         base = load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
         model = load_trained(base, weights, settings.method)
     model.to(env.device)
-    out_dir = output_dir_for_eval(run_dir)
+    out_dir = hydra_output_dir(run_dir / "evals" / run_stamp())
+    out_dir.mkdir(parents=True, exist_ok=True)
     batch_size = options.batch_size or settings.trainer.eval_batch_size
     scores = {
         split: task.evaluator(
@@ -304,18 +315,3 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             print(f"{split:<24} " + "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
         print(f"metrics: {out_dir / 'metrics.json'}")
     return scores
-
-
-def output_dir_for_eval(run_dir: Path) -> Path:
-    """Hydra's folder for this evaluation (``<run>/evals/<stamp>``), or a fresh one outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from lorma_exp.config import run_stamp
-
-    path = (
-        Path(HydraConfig.get().runtime.output_dir)
-        if HydraConfig.initialized()
-        else run_dir / "evals" / run_stamp()
-    )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
