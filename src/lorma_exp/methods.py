@@ -31,7 +31,7 @@ def adapter_config(method: MethodConfig) -> AdapterConfig:
     return AdapterConfig(
         method=method.kind.value,
         inflation=method.inflation.value if is_lorma and method.inflation else None,
-        mode=method.mode.value if is_lorma else "pre",
+        mode=method.mode.value if is_lorma else None,
         r=method.r,
         alpha=method.alpha,
         targets=list(method.targets),
