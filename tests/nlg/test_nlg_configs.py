@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lorma_exp.config import Problem, Scheduler
+from lorma_exp.config import EvalStrategy, Problem, Scheduler
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 TASKS = {"e2e": 0.9, "webnlg": 0.8, "dart": 0.8}  # task -> Table 16 length penalty
@@ -57,6 +57,9 @@ def test_each_experiment_carries_table_16s_settings(compose_settings, table, tas
     assert method_cfg.targets == ["q", "v"]
     assert (trainer.batch_size, trainer.epochs, trainer.warmup_steps) == (8, 5, 500)
     assert trainer.scheduler == Scheduler.linear and trainer.grad_accum == 1
+    # The paper reports the final model on test: one evaluation at the end, test as the main split.
+    assert trainer.eval_strategy == EvalStrategy.no
+    assert settings.data.eval_splits == ["test", "validation"]
     assert (trainer.weight_decay, method_cfg.dropout, trainer.label_smoothing) == REGULARISATION[task]
     beams = 15 if (table, task) == ("table13", "e2e") else 10
     assert settings.generation.num_beams == beams
