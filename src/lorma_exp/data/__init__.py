@@ -20,6 +20,10 @@ FAMILIES = {
     "glue": "lorma_exp.data.glue:build",
     "text_classification": "lorma_exp.data.text_classification:build",
     "embedded_reviews": "lorma_exp.data.embedded:build_reviews",
+    "metamathqa": "lorma_exp.data.maths:build_metamathqa",
+    "gsm8k": "lorma_exp.data.maths:build_gsm8k",
+    "competition_math": "lorma_exp.data.maths:build_competition_math",
+    "gsm_symbolic": "lorma_exp.data.maths:build_gsm_symbolic",
 }
 
 
