@@ -12,8 +12,8 @@ folder first, in one of two forms:
 
 While vLLM runs, the torch model waits on the CPU so that vLLM can take the GPU memory it profiles for; it
 goes back to its device afterwards. Decoding is greedy (``temperature=0``) with the prompts tokenised and
-left-truncated exactly as for the transformers backend. vLLM runs in one process (it spreads a model over
-GPUs itself): launch evaluation without torchrun.
+left-truncated exactly as for the transformers backend. vLLM runs in this one process, on one GPU: launch
+evaluation without torchrun.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
+from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from lorma_exp.adapters import export_peft_lora, iter_adapter_layers, merge_adapters
@@ -98,7 +99,7 @@ def _vllm_lora_rank(rank: int) -> int | None:
 
 
 def _is_peft_model(model: torch.nn.Module) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
+    return isinstance(model, PeftModel)
 
 
 def _exact_lora(model: torch.nn.Module) -> bool:
@@ -187,7 +188,7 @@ def _check_supported(generation: GenerationConfig) -> None:
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if distributed and torch.distributed.get_world_size() > 1:
         raise ConfigError(
-            "generation.backend=vllm runs in one process (vLLM spreads a model over GPUs itself). "
+            "generation.backend=vllm runs in one process, on one GPU. "
             "Launch eval.py without torchrun, or use generation.backend=hf."
         )
 
