@@ -58,6 +58,7 @@ FIELDS = {
     "ratio_vs_frozen",
     "ratio_vs_base",
     "ratio_vs_lora_per_round",
+    "ratio_vs_peft_lora_per_round",
     "ratio_vs_base_per_round",
     "peak_ratio_vs_lora",
     "trainable_params",
@@ -199,12 +200,17 @@ def test_the_weight_built_reference_computes_what_lorma_computes(inflation, mode
         torch.testing.assert_close(theirs.grad, own.grad, rtol=1e-12, atol=1e-12)
 
 
-def test_round_robin_rotates_the_starting_variant():
+def test_round_robin_runs_every_step_once_per_round_in_changing_orders():
     calls: list[str] = []
-    steps = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    samples = round_robin(steps, repeats=3, device=torch.device("cpu"), clock="process")
-    assert calls == list("abcbcacab")
-    assert all(len(values) == 3 for values in samples.values())
+    steps = {name: (lambda name=name: calls.append(name)) for name in "abcd"}
+    samples = round_robin(steps, repeats=6, device=torch.device("cpu"), clock="process")
+    rounds = ["".join(calls[index : index + 4]) for index in range(0, len(calls), 4)]
+    assert all(sorted(order) == list("abcd") for order in rounds)
+    assert len(set(rounds)) > 1 and len({order[0] for order in rounds}) > 1
+    assert all(len(values) == 6 for values in samples.values())
+    calls.clear()
+    round_robin(steps, repeats=6, device=torch.device("cpu"), clock="process")
+    assert ["".join(calls[index : index + 4]) for index in range(0, len(calls), 4)] == rounds  # seeded
 
 
 def test_saved_tensor_bytes_counts_each_storage_once_and_skips_parameters():
@@ -224,6 +230,8 @@ def test_both_cpu_clocks_give_positive_milliseconds(clock):
 def test_bad_settings_are_refused_with_the_fix():
     with pytest.raises(ValueError, match="clock"):
         benchmark(TINY, clock="sundial")
+    with pytest.raises(ValueError, match="scopes"):
+        benchmark(TINY, scopes=["layers"])
     with pytest.raises(ValueError, match="repeats"):
         round_robin({"a": lambda: None}, repeats=0, device=torch.device("cpu"), clock="wall")
     if not torch.cuda.is_available():
@@ -251,8 +259,8 @@ def test_the_cli_writes_json_markdown_and_keeps_one_readme_section_per_device(tm
     text = readme.read_text()
     assert text.startswith("# Benchmarks\n\nIntro.") and "other device" in text
     assert text.count("<!-- latest:cpu -->") == 1 and text.count("<!-- /latest:cpu -->") == 1
-    assert "| lorma_plus_pre " in text
-    assert "| lorma_plus_pre " in capsys.readouterr().out
+    assert "| `lorma_plus_pre` |" in text
+    assert "| `lorma_plus_pre` |" in capsys.readouterr().out
 
 
 def test_a_readme_without_the_device_gets_its_section_appended(tmp_path, document):

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .measure import CPU_CLOCKS, CUDA_EVENTS
+from .measure import CPU_CLOCKS, CUDA_EVENTS, keep_freed_memory
 from .presets import PRESETS, Preset
 from .report import check_targets, device_label, machine_info
 from .run import SCOPES, Setting, run_scopes
@@ -41,6 +41,8 @@ def benchmark(
         )
     if clock not in CPU_CLOCKS:
         raise ValueError(f"clock={clock!r} must be one of {sorted(CPU_CLOCKS)}")
+    if preset.device_type == "cuda" and clock != "wall":
+        raise ValueError(f"clock={clock!r} applies to CPU runs; GPU runs are timed with CUDA events")
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise ValueError(f"scopes {unknown} are not among {SCOPES}")
@@ -49,6 +51,8 @@ def benchmark(
     if preset.name in PRESETS and PRESETS[preset.name].dtype != preset.dtype:
         label += "-" + str(preset.dtype).removeprefix("torch.")  # another dtype, another table
     machine = machine_info(device)
+    if device.type == "cpu":
+        machine["freed_memory_kept"] = keep_freed_memory()
     clock_used = CUDA_EVENTS if device.type == "cuda" else clock
     setting = Setting(preset, device, label, repeats or preset.repeats, clock_used)
     records: list[dict[str, Any]] = []

@@ -3,9 +3,11 @@
 Timing: CUDA events on a GPU. On a CPU, `time.perf_counter` (wall clock, `"wall"`) or `time.process_time`
 (`"process"`: CPU seconds of this process, all threads): on a machine shared with other work the process
 clock leaves out the time the benchmark waits for a core, which the wall clock counts; with one torch
-thread it is the step's compute time. Variants are interleaved round-robin (the
-starting variant rotates every round), so background load and clock drift hit all of them alike; Python's
-garbage collector runs once before the rounds and is off during them, never inside a timed call.
+thread it is the step's compute time. Variants are interleaved round-robin (each
+round runs every variant once, in a freshly shuffled order), so background load and clock drift hit all of
+them alike; Python's garbage collector runs once before the rounds and is off during them, never inside a
+timed call. On a CPU, freed memory stays in the process (`keep_freed_memory`), so that page faults land on
+no variant by the accident of running after another.
 
 Memory: on a GPU, what the variant would hold alone at its peak: the allocator's peak during the step
 above what was allocated before it, plus the variant's own weights, buffers and optimiser state (all
@@ -16,7 +18,10 @@ via `torch.autograd.graph.saved_tensors_hooks`): the activation memory that diff
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -62,26 +67,44 @@ def warm_up(steps: Mapping[str, Step], calls: int) -> None:
 
 
 def round_robin(
-    steps: Mapping[str, Step], repeats: int, device: torch.device, clock: str
+    steps: Mapping[str, Step], repeats: int, device: torch.device, clock: str, seed: int = 0
 ) -> dict[str, list[float]]:
-    """`repeats` timed calls of every step, interleaved: round `k` runs the steps in order starting from the
-    `k`-th, so no variant always runs first or right after the same other one."""
+    """`repeats` timed calls of every step, interleaved: every round runs each step once, in an order
+    shuffled afresh each round (seeded), so no variant always runs first or right after the same other one."""
     if repeats < 1:
         raise ValueError(f"repeats={repeats} must be at least 1")
-    names = list(steps)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    order = list(steps)
+    shuffle = random.Random(seed).shuffle
+    samples: dict[str, list[float]] = {name: [] for name in order}
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
-        for round_index in range(repeats):
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
+        for _ in range(repeats):
+            shuffle(order)
+            for name in order:
                 samples[name].append(time_ms(steps[name], device, clock))
     finally:
         if gc_was_enabled:
             gc.enable()
     return samples
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory in the process (no trimming, no `mmap` per large block), as the CUDA
+    caching allocator does; `False` where that is not possible (no glibc).
+
+    Otherwise a variant that frees large blocks hands memory back to the system and whichever variant
+    allocates next pays the page faults: measured on a 2-core CPU, that added 70% to the time of the variant
+    run after LoRMA_π, and 30–75% to PEFT's and LoRMA_π's own. This changes the whole process's allocator.
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    trim_threshold, mmap_threshold = -1, -3  # glibc's M_TRIM_THRESHOLD and M_MMAP_THRESHOLD
+    kept = mallopt(trim_threshold, 2**31 - 1)
+    return bool(kept and (mallopt(mmap_threshold, 2**30) or mallopt(mmap_threshold, 32 * 2**20)))
 
 
 @dataclass(frozen=True)

@@ -49,11 +49,11 @@ CHECKS: tuple[Check, ...] = tuple(
 )
 
 MEMORY_NOTES = {
-    SAVED_TENSORS: "bytes autograd keeps for backward (distinct storages of saved tensors, parameters "
-    "excluded; torch.autograd.graph.saved_tensors_hooks): the activation memory adapters differ in",
-    CUDA_PEAK: "what the variant would hold alone at its peak: its weights, buffers and optimiser state plus "
-    "the allocator's peak during the step above what was allocated before it",
-    RESIDENT: "bytes of the model's weights and buffers",
+    SAVED_TENSORS: "counted by torch.autograd.graph.saved_tensors_hooks, each storage once: the activation "
+    "memory adapters differ in",
+    CUDA_PEAK: "torch.cuda.max_memory_allocated during the step above what was allocated before it, plus the "
+    "variant's own weights, buffers and optimiser state: what it would hold alone at its peak",
+    RESIDENT: "what the model holds",
 }
 
 
@@ -75,13 +75,15 @@ def _cpu_model() -> str:
 
 
 def _git_commit() -> str | None:
-    """The checkout's commit, with `+dirty` when tracked files differ from it; `None` outside a checkout."""
+    """The commit of the checkout this package runs from, with `+dirty` when tracked files differ from it;
+    `None` for an installed copy."""
+    here = ["git", "-C", str(Path(__file__).resolve().parent)]
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+            [*here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [*here, "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             check=True,
@@ -123,7 +125,7 @@ def check_targets(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         for check in CHECKS:
             if check.variant != variant or check.targets != targets:
                 continue
-            per_round = record["ratio_vs_lora_per_round"] if check.field == "ratio_vs_lora" else None
+            per_round = record.get(f"{check.field}_per_round")
             results.append(
                 {
                     "check": check.label,
@@ -187,16 +189,16 @@ def _group_title(record: dict[str, Any]) -> str:
 
 def _train_table(group: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| variant | ms [IQR] | × frozen | × our LoRA [per-round IQR] | × PEFT LoRA | memory MiB | memory × LoRA |",
+        "| variant | ms [IQR] | × frozen | × our LoRA [per-round IQR] | × PEFT LoRA [per-round IQR] | "
+        "memory MiB | memory × LoRA |",
         "|---|---|---|---|---|---|---|",
     ]
     for record in group:
         lines.append(
-            f"| {record['variant']} ({record['description']}) | {_ms(record)} | "
-            f"{_number(record['ratio_vs_frozen'], 3)} | "
+            f"| `{record['variant']}` | {_ms(record)} | {_number(record['ratio_vs_frozen'], 3)} | "
             f"{_ratio_with_spread(record['ratio_vs_lora'], record['ratio_vs_lora_per_round'])} | "
-            f"{_number(record['ratio_vs_peft_lora'], 3)} | {record['peak_bytes'] / MIB:.2f} | "
-            f"{_number(record['peak_ratio_vs_lora'], 3)} |"
+            f"{_ratio_with_spread(record['ratio_vs_peft_lora'], record['ratio_vs_peft_lora_per_round'])} | "
+            f"{record['peak_bytes'] / MIB:.2f} | {_number(record['peak_ratio_vs_lora'], 3)} |"
         )
     return lines
 
@@ -208,7 +210,7 @@ def _inference_table(group: list[dict[str, Any]]) -> list[str]:
     ]
     for record in group:
         lines.append(
-            f"| {record['variant']} ({record['description']}) | {_ms(record)} | {record['tokens_per_s']:.0f} | "
+            f"| `{record['variant']}` ({record['description']}) | {_ms(record)} | {record['tokens_per_s']:.0f} | "
             f"{_ratio_with_spread(record['ratio_vs_base'], record['ratio_vs_base_per_round'])} | "
             f"{record['peak_bytes'] / MIB:.2f} |"
         )
@@ -233,11 +235,11 @@ def markdown(document: dict[str, Any]) -> str:
         f"torch {machine['torch']}, transformers {machine['transformers']}, peft {machine['peft']}; "
         f"commit {machine['commit']}; {document['dtype']}.",
         "",
-        f"Times: median of {document['repeats']} interleaved rounds, [interquartile range]; × our LoRA "
-        "is the ratio of medians, with the interquartile range of the per-round ratios (each round runs "
-        "every variant once).",
+        f"Times ({document['clock']} clock): median of {document['repeats']} interleaved rounds "
+        "[interquartile range]; a ratio is the ratio of medians, with the interquartile range of the "
+        "per-round ratios (each round runs every variant once).",
     ]
-    lines += [f"Memory ({measure}): {MEMORY_NOTES[measure]}." for measure in measures]
+    lines += [f"Memory, {measure}: {MEMORY_NOTES[measure]}." for measure in measures]
     if document["checks"]:
         lines += [
             "",

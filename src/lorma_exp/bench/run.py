@@ -171,6 +171,7 @@ def _records(
                 "ratio_vs_peft_lora": ratio(name, "peft_lora"),
                 "ratio_vs_base": ratio(name, "base"),
                 "ratio_vs_lora_per_round": round_spread(name, "lora"),
+                "ratio_vs_peft_lora_per_round": round_spread(name, "peft_lora"),
                 "ratio_vs_base_per_round": round_spread(name, "base"),
                 "peak_ratio_vs_lora": entry.peak_bytes / lora_peak if lora_peak else None,
             }
