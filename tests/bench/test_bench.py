@@ -268,5 +268,6 @@ def test_a_readme_without_the_device_gets_its_section_appended(tmp_path, documen
     readme.write_text("# Benchmarks\n")
     update_readme(readme, document, tmp_path / "results" / "run.md")
     text = readme.read_text()
-    assert text.startswith("# Benchmarks\n\n<!-- latest:cpu -->\n## cpu, ")
+    assert text.startswith("# Benchmarks\n\n<!-- latest:cpu -->\n### cpu, ")
+    assert "\n#### Layer tiny" in text
     assert "(results/run.md)" in text and text.endswith("<!-- /latest:cpu -->\n")

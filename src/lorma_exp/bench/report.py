@@ -276,11 +276,12 @@ def write_results(document: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
 
 def update_readme(readme: Path, document: dict[str, Any], md_path: Path) -> None:
     """Replace the device's section of `readme` (between `<!-- latest:<device> -->` markers) with this run's
-    tables, or append the section if the device has none yet."""
+    tables, headings one level down, or append the section if the device has none yet."""
     device = document["device"]
     start, end = f"<!-- latest:{device} -->", f"<!-- /latest:{device} -->"
     link = os.path.relpath(md_path, readme.parent)
-    section = f"{start}\n{markdown(document)}\nFull results: [{link}]({link}) and its `.json`.\n{end}"
+    tables = re.sub(r"^(#+) ", r"#\1 ", markdown(document), flags=re.M)  # one level below the README's
+    section = f"{start}\n{tables}\nFull results: [{link}]({link}) and its `.json`.\n{end}"
     text = readme.read_text() if readme.exists() else ""
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(text):
