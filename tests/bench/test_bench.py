@@ -141,6 +141,15 @@ def test_ratios_are_the_ratios_of_the_ms_and_memory_fields(document):
         assert group[reference][per_round] == [1.0, 1.0, 1.0]
 
 
+def test_a_run_without_a_reference_variant_leaves_its_ratios_empty():
+    subset = [variant for variant in TRAIN_VARIANTS if variant.name in ("lora", "lorma_plus_pre")]
+    records = benchmark(TINY, scopes=["layer"], variants=subset)["records"]
+    assert [record["variant"] for record in records] == ["lora", "lorma_plus_pre"]
+    for record in records:
+        assert record["ratio_vs_frozen"] is None and record["ratio_vs_peft_lora"] is None
+        assert record["ratio_vs_peft_lora_per_round"] is None and record["ratio_vs_lora"] is not None
+
+
 def test_layer_memory_is_what_autograd_keeps(document):
     """Expected bytes from the maths, float32: the frozen layer keeps nothing but its weight (a parameter,
     excluded); a LoRA layer keeps its input (tokens × d_in) and `U` (tokens × r); the authors' form keeps

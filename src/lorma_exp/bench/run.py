@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -319,7 +319,9 @@ def inference_scope(setting: Setting, shape: ModelShape, base: nn.Module) -> lis
 # --- a whole run -------------------------------------------------------------------------------------------
 
 
-def run_scopes(setting: Setting, scopes: Sequence[str], variants: Sequence[Variant] = TRAIN_VARIANTS):
+def run_scopes(
+    setting: Setting, scopes: Sequence[str], variants: Sequence[Variant] = TRAIN_VARIANTS
+) -> Iterator[list[dict[str, Any]]]:
     """Every record of the requested scopes, layer shapes first, then each model's target sets, then
     inference on the preset's first model. Yields records group by group (a group shares its rounds)."""
     if "layer" in scopes:

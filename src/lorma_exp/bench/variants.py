@@ -131,5 +131,3 @@ TRAIN_VARIANTS: tuple[Variant, ...] = (
         "lorma_pi_pre_weight", "LoRMA_π pre, W' built each step (authors')", _weight_built("shift", "pre")
     ),
 )
-
-VARIANTS_BY_NAME: dict[str, Variant] = {variant.name: variant for variant in TRAIN_VARIANTS}
