@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import relative_error
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from lorma_exp.adapters import AdapterConfig, LoraLinear, LormaLinear
 from lorma_exp.adapters.layers import OutputSlice
+
+from .cases import relative_error
 
 EXACT = 1e-10  # float64: only rounding separates the activation forms from the weight-space formulas
 R, ALPHA = 3, 5.0

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 import pytest
-from run_folders import results_json, write_run_folder
 
 from lorma_exp.analysis.render import SMOKE_TITLE, to_latex, to_markdown, write_outputs
 from lorma_exp.analysis.runs import RunDataError, collect_runs, runs_of_table, unfinished_of_table
@@ -29,6 +28,8 @@ from lorma_exp.paper import (
     TABLE10,
     TABLE13,
 )
+
+from .run_folders import results_json, write_run_folder
 
 
 def build(table, root: Path):
