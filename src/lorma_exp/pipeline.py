@@ -6,10 +6,13 @@ run folder, the model name) is checked before data is tokenised or weights are l
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lorma_exp import __version__
-from lorma_exp.config import ConfigError, EvalConfig, MethodKind, Strategy, TrainConfig, validate
+from lorma_exp.config import (
+    ConfigError,
+    EvalConfig,
+    MethodKind,
+    Strategy,
+    TrainConfig,
+    run_stamp,
+    validate,
+)
 from lorma_exp.data import build_task_data, family_builder
 from lorma_exp.data.glue import DataLoadError
 from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
@@ -33,7 +44,7 @@ from lorma_exp.methods import (
 from lorma_exp.models import ModelLoadError, load_backbone, load_model_config, load_tokenizer
 from lorma_exp.plots import plot_loss_curve
 from lorma_exp.summary import format_summary
-from lorma_exp.tracking import RunLogger, read_events
+from lorma_exp.tracking import RunLogger, read_events, wandb_group_and_tags
 from lorma_exp.trainer import Trainer, TrainingInterrupted, TrainResult
 
 log = logging.getLogger(__name__)
@@ -49,9 +60,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def exit_on_user_error(function):
+def exit_on_user_error(function: Callable[..., Any]) -> Callable[..., Any]:
     """Report a bad config, model or dataset as one clear line and exit with status 2 (no traceback)."""
 
+    @functools.wraps(function)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
@@ -64,20 +76,18 @@ def exit_on_user_error(function):
             print(f"interrupted: {interruption}", file=sys.stderr)
             raise SystemExit(130) from None
 
-    wrapped.__name__ = function.__name__
-    wrapped.__doc__ = function.__doc__
     return wrapped
 
 
-def output_dir(settings: TrainConfig) -> Path:
-    """The run folder: Hydra's job folder (decided once, shared by every rank), else ``run_dir``."""
+def hydra_output_dir(fallback: Path | None) -> Path:
+    """Hydra's job folder (decided once, shared by every rank), else ``fallback`` outside a Hydra app."""
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
-    if settings.run_dir is None:
+    if fallback is None:
         raise ConfigError("run_dir: not set and no Hydra job folder exists. Set run_dir=<folder>.")
-    return Path(settings.run_dir)
+    return fallback
 
 
 def check_run_dir(run_dir: Path, settings: TrainConfig) -> bool:
@@ -114,19 +124,13 @@ def preflight(cfg: DictConfig) -> tuple[TrainConfig, DistEnv]:
     return settings, env
 
 
-def results_record(
-    settings: TrainConfig,
-    result: TrainResult,
-    counts: dict[str, int],
-    env: DistEnv,
-    cfg: DictConfig,
-) -> dict[str, Any]:
-    """results.json (docs/architecture.md)."""
+def run_identity(settings: TrainConfig) -> dict[str, Any]:
+    """What a run is, known before it trains: the first half of results.json, and its wandb tags."""
     method = settings.method
     adapted = method.kind in (*ADAPTER_KINDS, *PEFT_KINDS)
     is_lorma = method.kind == MethodKind.lorma
+    paper_cell = settings.paper_cell
     return {
-        "status": "finished",
         "task": settings.task.name,
         "model": settings.model.name,
         "model_name_or_path": settings.model.name_or_path,
@@ -138,9 +142,21 @@ def results_record(
         "alpha": method.alpha if adapted else None,
         "targets": list(method.targets) if adapted else None,
         "seed": settings.seed,
-        "experiment": cfg.get("experiment_name"),
+        "experiment": settings.experiment_name,
         "main_metric": settings.task.main_metric,
         "greater_is_better": settings.task.greater_is_better,
+        "paper_cell": dataclasses.asdict(paper_cell) if paper_cell is not None else None,
+        "smoke": settings.smoke,
+    }
+
+
+def results_record(
+    identity: dict[str, Any], result: TrainResult, counts: dict[str, int], env: DistEnv
+) -> dict[str, Any]:
+    """results.json (docs/architecture.md)."""
+    return {
+        "status": "finished",
+        **identity,
         "trainable_params": counts,
         "initial": result.initial.as_dict() if result.initial else None,
         "best": result.best.as_dict() if result.best else None,
@@ -153,27 +169,18 @@ def results_record(
             "world_size": env.world_size,
             "resumed_from_step": result.resumed_from_step,
         },
-        "paper_cell": OmegaConf.to_container(cfg.paper_cell) if cfg.get("paper_cell") else None,
-        "smoke": settings.smoke,
         "lorma_exp_version": __version__,
     }
 
 
-def _wandb_identity(settings: TrainConfig, run_dir: Path) -> tuple[str, list[str]]:
-    """wandb group (the sweep or experiment) and tags (the run's coordinates)."""
-    group = settings.experiment_name
-    if run_dir.parent.name.startswith("multirun_") or settings.paper_cell is not None:
-        group = f"{settings.experiment_name}/{run_dir.parent.name}"
-    method = settings.method
-    tags = [
-        f"task:{settings.task.name}",
-        f"model:{settings.model.name}",
-        f"method:{method.name}",
-        f"r:{method.r}",
-        f"alpha:{method.alpha:g}",
-        f"mode:{method.mode}",
-        f"seed:{settings.seed}",
-    ]
+def wandb_group(identity: dict[str, Any], run_dir: Path) -> tuple[str, list[str]]:
+    """A reproduction's group (its table), else the experiment, or the experiment's sweep for multiruns."""
+    group, tags = wandb_group_and_tags(identity)
+    if group is None:
+        sweep = run_dir.parent.name
+        group = (
+            f"{identity['experiment']}/{sweep}" if sweep.startswith("multirun_") else identity["experiment"]
+        )
     return group, tags
 
 
@@ -181,7 +188,8 @@ def _wandb_identity(settings: TrainConfig, run_dir: Path) -> tuple[str, list[str
 def train(cfg: DictConfig) -> dict[str, Any] | None:
     """Train one run; returns its results.json record (None when a finished run was skipped)."""
     settings, env = preflight(cfg)
-    run_dir = Path(broadcast_object(str(output_dir(settings)), env))
+    fallback = Path(settings.run_dir) if settings.run_dir else None
+    run_dir = Path(broadcast_object(str(hydra_output_dir(fallback)), env))
     if not check_run_dir(run_dir, settings):
         return None
     if env.is_main:
@@ -194,9 +202,10 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     seed_everything(settings.seed)  # adapter initialisation depends on the seed alone
     model = apply_method(model, settings.method)
     counts = parameter_counts(model, settings.method)
+    identity = run_identity(settings)
     logger = RunLogger(run_dir, enabled=env.is_main)
     if settings.logger.wandb:
-        group, tags = _wandb_identity(settings, run_dir)
+        group, tags = wandb_group(identity, run_dir)
         logger.start_wandb(
             settings.logger.wandb_settings,
             OmegaConf.to_container(cfg, resolve=True),
@@ -211,7 +220,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     trainer = Trainer(settings.trainer, model, task, env, run_dir, settings.seed, logger, save)
     log.info("Run folder: %s", run_dir)
     result = trainer.fit(resume=settings.resume)
-    record = results_record(settings, result, counts, env, cfg)
+    record = results_record(identity, result, counts, env)
     if env.is_main:
         save(trainer.model, run_dir / "adapter")
         logger.write_csv()
@@ -219,7 +228,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         plot_loss_curve(read_events(run_dir), settings.task.main_metric, title, run_dir / "loss_curve.png")
         (run_dir / RESULTS_FILE).write_text(json.dumps(record, indent=2) + "\n")
         trainer.finish()
-        logger.finish({"best/" + k: v for k, v in (record["best"] or {}).get("metrics", {}).items()})
+        logger.finish(record)
         print(format_summary(record, run_dir, task.info))
     return record
 
@@ -300,7 +309,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         base = load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
         model = load_trained(base, weights, settings.method)
     model.to(env.device)
-    out_dir = output_dir_for_eval(run_dir)
+    out_dir = hydra_output_dir(run_dir / "evals" / run_stamp())
+    out_dir.mkdir(parents=True, exist_ok=True)
     batch_size = options.batch_size or settings.trainer.eval_batch_size
     scores = {
         split: task.evaluator(
@@ -320,18 +330,3 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             print(f"{split:<24} " + "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
         print(f"metrics: {out_dir / 'metrics.json'}")
     return scores
-
-
-def output_dir_for_eval(run_dir: Path) -> Path:
-    """Hydra's folder for this evaluation (``<run>/evals/<stamp>``), or a fresh one outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from lorma_exp.config import run_stamp
-
-    path = (
-        Path(HydraConfig.get().runtime.output_dir)
-        if HydraConfig.initialized()
-        else run_dir / "evals" / run_stamp()
-    )
-    path.mkdir(parents=True, exist_ok=True)
-    return path

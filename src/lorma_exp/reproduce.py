@@ -25,9 +25,16 @@ GLUE_TASKS = ("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb")
 ROBERTA = ("roberta_base", "roberta_large")
 
 CLASSIFICATION_SMOKE = (
-    "task=reviews", "model=minilm", "smoke=true", "data.num_examples=96", "data.max_length=32",
-    "trainer.max_steps=2", "trainer.batch_size=8", "trainer.eval_batch_size=64",
-    "trainer.eval_before_training=false", "trainer.progress_bar=false",
+    "task=reviews",
+    "model=minilm",
+    "smoke=true",
+    "data.num_examples=96",
+    "data.max_length=32",
+    "trainer.max_steps=2",
+    "trainer.batch_size=8",
+    "trainer.eval_batch_size=64",
+    "trainer.eval_before_training=false",
+    "trainer.progress_bar=false",
 )
 
 
@@ -56,17 +63,32 @@ GRIDS: dict[str, Grid] = {
     for grid in (
         Grid("table2", ROBERTA, GLUE_TASKS, ("lora", "lorma_pi", "lorma_plus")),
         Grid(
-            "table6", ("roberta_large",), ("mrpc", "stsb", "rte", "qqp"), ("lorma_none", "lorma_plus"),
+            "table6",
+            ("roberta_large",),
+            ("mrpc", "stsb", "rte", "qqp"),
+            ("lorma_none", "lorma_plus"),
             experiment="table2/{model}_{task}_lorma_plus",
-            sweep=("paper_cell.method=${method.name}",),
+            sweep=("paper_cell.method=choice(${method.name})",),
         ),
-        Grid("table7", ("roberta_large",), ("cola", "mrpc", "stsb", "rte"), ("lorma_plus",), sweep=("mode=pre,post",)),
         Grid(
-            "table8", ("roberta_base",), ("mrpc", "stsb"), ("lorma_plus",),
+            "table7",
+            ("roberta_large",),
+            ("cola", "mrpc", "stsb", "rte"),
+            ("lorma_plus",),
+            sweep=("mode=pre,post",),
+        ),
+        Grid(
+            "table8",
+            ("roberta_base",),
+            ("mrpc", "stsb"),
+            ("lorma_plus",),
             sweep=("method.targets=[q],[q,k],[q,k,v,o]", "r=1,2,4,8,64"),
         ),
         Grid(
-            "table10", ("roberta_base",), ("mrpc", "stsb"), ("lorma_plus",),
+            "table10",
+            ("roberta_base",),
+            ("mrpc", "stsb"),
+            ("lorma_plus",),
             sweep=("alpha=${r}",),
             variants=tuple(
                 (f"method.targets=[{targets}]", f"r={rank}")
@@ -74,8 +96,12 @@ GRIDS: dict[str, Grid] = {
             ),
         ),
         Grid(
-            "figure5", ("roberta_base",), ("rte", "stsb", "cola", "mrpc"), ("lora", "lorma_plus", "lorma_pi"),
-            sweep=("r=1,2,4,8,16,32,64",), report="figure5",
+            "figure5",
+            ("roberta_base",),
+            ("rte", "stsb", "cola", "mrpc"),
+            ("lora", "lorma_plus", "lorma_pi"),
+            sweep=("r=1,2,4,8,16,32,64",),
+            report="figure5",
         ),
     )
 }
@@ -106,16 +132,21 @@ def sweep_commands(grid: Grid, selection: Selection) -> list[list[str]]:
     models = _pick(selection.models, grid.models, "MODELS", grid.name)
     tasks = _pick(selection.tasks, grid.tasks, "TASKS", grid.name)
     methods = _pick(selection.methods, grid.methods, "METHODS", grid.name)
-    experiments = sorted({grid.experiment.format(model=m, task=t, method=x) for m in models for t in tasks for x in methods})
+    experiments = sorted(
+        {grid.experiment.format(model=m, task=t, method=x) for m in models for t in tasks for x in methods}
+    )
     seeds = selection.seeds or ("1" if selection.smoke else "1,2,3")
     method_sweep = () if "{method}" in grid.experiment else (f"method={','.join(methods)}",)
     common = [
-        sys.executable, "train.py", "-m",
+        sys.executable,
+        "train.py",
+        "-m",
         f"experiment={','.join(experiments)}",
         *method_sweep,
         *grid.sweep,
         f"seed={seeds}",
-        f"paper_cell.table={grid.name}",
+        # choice(...) makes it a sweep parameter, applied per job after the experiment sets paper_cell
+        f"paper_cell.table=choice({grid.name})",
         f"hydra.sweep.dir={output_root(selection) / grid.name}",
         "hydra.sweep.subdir=${run_name}",
         "skip_finished=true",
@@ -137,11 +168,22 @@ def output_root(selection: Selection) -> Path:
 def report_command(grid: Grid, selection: Selection) -> list[str]:
     folder = output_root(selection) / grid.name
     subcommand = ["figure5"] if grid.report == "figure5" else ["table", grid.name]
-    return [sys.executable, "-m", "lorma_exp.report", *subcommand, "--runs", str(folder), "--out", str(folder / "report")]
+    return [
+        sys.executable,
+        "-m",
+        "lorma_exp.report",
+        *subcommand,
+        "--runs",
+        str(folder),
+        "--out",
+        str(folder / "report"),
+    ]
 
 
 def parse_arguments(argv: Sequence[str]) -> tuple[Grid, Selection, bool]:
-    parser = argparse.ArgumentParser(prog="python -m lorma_exp.reproduce", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lorma_exp.reproduce", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("table", choices=sorted(GRIDS))
     parser.add_argument("--models", nargs="*", default=[])
     parser.add_argument("--tasks", nargs="*", default=[])
@@ -153,8 +195,13 @@ def parse_arguments(argv: Sequence[str]) -> tuple[Grid, Selection, bool]:
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     arguments = parser.parse_args(argv)
     selection = Selection(
-        models=tuple(arguments.models), tasks=tuple(arguments.tasks), methods=tuple(arguments.methods),
-        seeds=arguments.seeds, launcher=arguments.launcher, smoke=arguments.smoke, root=arguments.root,
+        models=tuple(arguments.models),
+        tasks=tuple(arguments.tasks),
+        methods=tuple(arguments.methods),
+        seeds=arguments.seeds,
+        launcher=arguments.launcher,
+        smoke=arguments.smoke,
+        root=arguments.root,
     )
     return GRIDS[arguments.table], selection, arguments.dry_run
 

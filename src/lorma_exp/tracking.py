@@ -11,6 +11,8 @@ import json
 import logging
 import netrc
 import os
+import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -20,6 +22,31 @@ from lorma_exp.config import WandbConfig
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+
+RESULTS_SUMMARY_KEY = "results"
+TAG_FIELDS: tuple[str, ...] = ("task", "model", "method", "r", "alpha", "mode", "seed")
+SMOKE_GROUP_SUFFIX = "-smoke"
+
+
+def wandb_group_and_tags(fields: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+    """(group, tags) for a run described by results.json-style ``fields`` (the trainer knows them all
+    before training starts: task, model, method, r, alpha, mode, seed, paper_cell, smoke)."""
+    smoke = bool(fields.get("smoke", False))
+    reproduction = (fields.get("paper_cell") or {}).get("table")
+    group = None if reproduction is None else f"{reproduction}{SMOKE_GROUP_SUFFIX if smoke else ''}"
+    tags = [f"{name}:{_tag_value(fields[name])}" for name in TAG_FIELDS if fields.get(name) is not None]
+    if smoke:
+        tags.append("smoke")
+    return group, tags
+
+
+def _tag_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def publish_results(run: Any, results: Mapping[str, Any]) -> None:
+    """Store a finished run's results.json object in the wandb run summary, where reports find it."""
+    run.summary[RESULTS_SUMMARY_KEY] = dict(results)
 
 
 def wandb_logged_in() -> bool:
@@ -87,9 +114,7 @@ class RunLogger:
         path = self.run_dir / ".wandb_id"
         if path.exists():
             return path.read_text().strip()
-        import wandb
-
-        run_id = wandb.util.generate_id()
+        run_id = secrets.token_hex(4)
         path.write_text(run_id)
         return run_id
 
@@ -128,8 +153,9 @@ class RunLogger:
             writer.writerows(events)
         return path
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def finish(self, results: dict[str, Any]) -> None:
+        """Close the wandb run with results.json in its summary, where reports read it back."""
         if self.wandb_run is not None:
-            self.wandb_run.summary.update(summary)
+            publish_results(self.wandb_run, results)
             self.wandb_run.finish()
             self.wandb_run = None

@@ -437,7 +437,8 @@ class Trainer:
             initial=self.step,
             desc="train",
             unit="step",
-            disable=not (self.env.is_main and self.settings.progress_bar),
+            # None: shown on a terminal, hidden when output goes to a file (the log has the evaluations)
+            disable=None if self.env.is_main and self.settings.progress_bar else True,
             dynamic_ncols=True,
         )
         batches = self._global_batches(self.step)

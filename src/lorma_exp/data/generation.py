@@ -87,7 +87,9 @@ def generate_texts(
     texts: list[str] = []
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(prompts), desc="decode", unit="ex", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(prompts), desc="decode", unit="ex", disable=None if progress else True, dynamic_ncols=True
+    )
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
         encoded = tokenizer(

@@ -1,0 +1,1 @@
+"""Analyses of finished runs: tables beside the paper's, convergence, rank and similarity of updates."""

@@ -1,0 +1,216 @@
+"""Run folders -> the paper's tables beside our numbers, and the paper's analyses.
+
+    python -m lorma_exp.report table NAME [NAME ...] --runs DIR [DIR ...] [--wandb ENTITY/PROJECT] --out DIR
+    python -m lorma_exp.report figure5 --runs DIR [DIR ...] --out DIR
+    python -m lorma_exp.report convergence --runs DIR [DIR ...] --out DIR [filters]
+    python -m lorma_exp.report rank --runs DIR [DIR ...] --out DIR [filters] [--layers REGEX]
+    python -m lorma_exp.report similarity --runs DIR [DIR ...] --out DIR [filters] [--layers REGEX]
+
+Every command writes ``<name>.md``, ``<name>.csv`` and ``<name>.tex`` per table (and PNGs) into ``--out``,
+prints the markdown, and with ``--wandb-log ENTITY/PROJECT`` also logs the tables as wandb Tables.
+Filters: ``--table NAME`` (the runs' ``paper_cell.table``), ``--task T ...``, ``--model M ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lorma_exp.analysis import convergence, wandb_io
+from lorma_exp.analysis.render import RenderedTable, to_markdown, write_outputs
+from lorma_exp.analysis.runs import (
+    Run,
+    RunCollection,
+    RunDataError,
+    cell_fields,
+    collect_runs,
+    runs_of_table,
+    unfinished_of_table,
+)
+from lorma_exp.analysis.tables import render, table_from_runs
+from lorma_exp.paper import FIGURE5, RESULT_TABLES
+
+TABLE_CHOICES = tuple(name for name in RESULT_TABLES if name != FIGURE5.name)
+
+
+class UsageError(ValueError):
+    """Options that cannot work together or are missing."""
+
+
+def _collect(arguments: argparse.Namespace) -> RunCollection:
+    if not arguments.runs and not getattr(arguments, "wandb", None):
+        raise UsageError("give --runs DIR (roots holding run folders) or --wandb ENTITY/PROJECT")
+    collection = collect_runs(Path(root) for root in arguments.runs)
+    if getattr(arguments, "wandb", None):
+        collection.extend(wandb_io.collect_wandb_runs(arguments.wandb))
+    return collection
+
+
+def _filtered(arguments: argparse.Namespace, runs: Sequence[Run]) -> list[Run]:
+    selected = []
+    for run in runs:
+        fields = cell_fields(run)
+        if arguments.table and fields["table"] != arguments.table:
+            continue
+        if arguments.task and fields["task"] not in arguments.task:
+            continue
+        if arguments.model and fields["model"] not in arguments.model:
+            continue
+        selected.append(run)
+    return selected
+
+
+def _finish(arguments: argparse.Namespace, tables: list[RenderedTable], group: str | None) -> None:
+    out_dir = Path(arguments.out)
+    for table in tables:
+        write_outputs(table, out_dir)
+        print(to_markdown(table))
+    if arguments.wandb_log:
+        wandb_io.log_tables_to_project(tables, arguments.wandb_log, group)
+    print(f"wrote {len(tables)} table(s) to {out_dir}", file=sys.stderr)
+
+
+def command_table(arguments: argparse.Namespace) -> None:
+    collection = _collect(arguments)
+    tables = []
+    for name in arguments.names:
+        runs = runs_of_table(collection.finished, name)
+        unfinished = unfinished_of_table(collection.unfinished, name)
+        tables.append(render(table_from_runs(RESULT_TABLES[name], runs, unfinished)))
+    _finish(arguments, tables, arguments.names[0])
+
+
+def command_figure5(arguments: argparse.Namespace) -> None:
+    from lorma_exp.analysis.rank_sweep import plot_metric_vs_rank
+
+    collection = _collect(arguments)
+    runs = runs_of_table(collection.finished, FIGURE5.name)
+    table = table_from_runs(FIGURE5, runs, unfinished_of_table(collection.unfinished, FIGURE5.name))
+    plot_metric_vs_rank(table, Path(arguments.out) / "figure5.png")
+    _finish(arguments, [render(table)], FIGURE5.name)
+
+
+def command_convergence(arguments: argparse.Namespace) -> None:
+    runs = _filtered(arguments, _collect(arguments).finished)
+    pairs, notes = convergence.pair_with_reference(runs)
+    comparisons = [convergence.compare(run, reference) for run, reference in pairs]
+    convergence.plot_loss_curves(runs, comparisons, Path(arguments.out))
+    tables = [
+        render(convergence.auc_table(comparisons, notes)),
+        render(convergence.first_reach_table(comparisons, notes)),
+        convergence.comparisons_table(comparisons),
+    ]
+    _finish(arguments, tables, arguments.table)
+
+
+def command_rank(arguments: argparse.Namespace) -> None:
+    from lorma_exp.analysis import adapter_updates
+
+    runs = adapter_updates.adapter_runs(_filtered(arguments, _collect(arguments).finished))
+    loader, pattern = adapter_updates.untrained_backbone, arguments.layers
+    tables = adapter_updates.delta_rank_tables(runs, loader, pattern)
+    tables += adapter_updates.multiplier_rank_tables(runs, Path(arguments.out), loader, pattern)
+    _finish(arguments, tables, arguments.table)
+
+
+def command_similarity(arguments: argparse.Namespace) -> None:
+    from lorma_exp.analysis import adapter_updates
+
+    runs = adapter_updates.adapter_runs(_filtered(arguments, _collect(arguments).finished))
+    table = adapter_updates.similarity_report(
+        runs, adapter_updates.untrained_backbone, layer_pattern=arguments.layers, seed=arguments.seed
+    )
+    _finish(arguments, [table], arguments.table)
+
+
+def _layer_pattern(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"--layers {text!r} is not a regular expression: {error}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lorma_exp.report", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_common(command: argparse.ArgumentParser, *, wandb_source: bool) -> None:
+        command.add_argument(
+            "--runs",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="DIR",
+            help="roots searched for run folders",
+        )
+        if wandb_source:
+            command.add_argument(
+                "--wandb", metavar="ENTITY/PROJECT", help="also read finished runs from wandb"
+            )
+        command.add_argument("--out", required=True, metavar="DIR", help="where the tables and plots go")
+        command.add_argument("--wandb-log", metavar="ENTITY/PROJECT", help="log the tables as wandb Tables")
+
+    def add_filters(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--table", metavar="NAME", help="only runs launched for this table (paper_cell.table)"
+        )
+        command.add_argument("--task", nargs="+", metavar="T", help="only these tasks")
+        command.add_argument("--model", nargs="+", metavar="M", help="only these models")
+
+    table = commands.add_parser("table", help="paper tables from results.json, beside the paper's numbers")
+    table.add_argument(
+        "names", nargs="+", choices=TABLE_CHOICES, metavar="NAME", help=", ".join(TABLE_CHOICES)
+    )
+    add_common(table, wandb_source=True)
+    table.set_defaults(handler=command_table)
+
+    figure5 = commands.add_parser("figure5", help="metric vs rank per method (table and figure5.png)")
+    add_common(figure5, wandb_source=True)
+    figure5.set_defaults(handler=command_figure5)
+
+    for name, handler, help_text in (
+        (
+            "convergence",
+            command_convergence,
+            "Table 5 AUC decrease and Figure 6 first-reach step vs LoRA, loss plots",
+        ),
+        ("rank", command_rank, "Table 15 rank of ΔW per layer and Figure 7 rank of I(BA) across snapshots"),
+        (
+            "similarity",
+            command_similarity,
+            "Table 9 similarity of ΔW_LoRMA to ΔW_LoRA, with a random baseline",
+        ),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        add_common(command, wandb_source=False)
+        add_filters(command)
+        if name in ("rank", "similarity"):
+            command.add_argument(
+                "--layers",
+                type=_layer_pattern,
+                metavar="REGEX",
+                help="only adapted layers whose name matches (re.search)",
+            )
+        if name == "similarity":
+            command.add_argument(
+                "--seed", type=int, default=0, help="seed of the random baseline (default 0)"
+            )
+        command.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        arguments.handler(arguments)
+    except (UsageError, RunDataError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

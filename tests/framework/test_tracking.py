@@ -1,0 +1,62 @@
+"""Run logging: metrics.jsonl / metrics.csv round trips, resume truncation, and wandb's mode choice."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from lorma_exp import pipeline, tracking
+from lorma_exp.tracking import RunLogger, read_events, wandb_mode
+
+
+def test_events_round_trip_and_resume_drops_events_after_the_checkpoint(tmp_path):
+    logger = RunLogger(tmp_path, enabled=True)
+    for step in (1, 2, 3):
+        logger.log({"event": "train", "step": step, "loss": 1.0 / step})
+    logger.log({"event": "eval", "step": 3, "split": "validation", "accuracy": 0.5})
+    logger.truncate_after(2)
+    assert [e["step"] for e in read_events(tmp_path)] == [1, 2]
+    rows = list(csv.DictReader(logger.write_csv().open()))
+    assert [float(row["loss"]) for row in rows] == [1.0, 0.5]
+
+
+def test_a_disabled_logger_writes_nothing(tmp_path):
+    logger = RunLogger(tmp_path, enabled=False)
+    logger.log({"event": "train", "step": 1, "loss": 0.3})
+    assert logger.write_csv() is None
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("environment", "requested", "expected"),
+    [
+        ({"WANDB_MODE": "disabled"}, "online", "disabled"),  # the environment always wins
+        ({}, "offline", "offline"),
+        ({"WANDB_API_KEY": "x" * 40}, "auto", "online"),
+        ({}, "auto", "offline"),  # no key, no netrc: never stop a run for want of a login
+    ],
+)
+def test_wandb_mode(monkeypatch, tmp_path, environment, requested, expected):
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert wandb_mode(requested) == expected
+
+
+def test_logger_wandb_writes_an_offline_run_with_the_results(compose_train, tiny_run_overrides, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    published = []
+    original = tracking.publish_results
+    monkeypatch.setattr(
+        tracking, "publish_results", lambda run, results: published.append(results) or original(run, results)
+    )
+    cfg = compose_train(*tiny_run_overrides, "trainer.max_steps=2", "logger=wandb")
+    record = pipeline.train(cfg)
+    assert len(list((Path(cfg.run_dir) / "wandb").glob("offline-run-*"))) == 1
+    assert published == [record]
