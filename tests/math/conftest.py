@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from maths_samples import GSM8K_ROWS, MATH_ROWS, metamathqa_rows
 from omegaconf import DictConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -17,6 +16,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase,
 from lorma_exp.config import ModelConfig, Problem, TrainConfig, register_configs, validate
 from lorma_exp.data.maths import format_prompt
 from lorma_exp.models import load_tokenizer, resolve_name_or_path
+
+from .maths_samples import GSM8K_ROWS, MATH_ROWS, metamathqa_rows
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datasets
-from maths_samples import GSM8K_ROWS, MATH_ROWS, metamathqa_rows
 
 from lorma_exp.data.generation import IGNORE_INDEX
 from lorma_exp.data.maths import (
@@ -20,6 +19,8 @@ from lorma_exp.data.maths import (
     score_math,
     training_target,
 )
+
+from .maths_samples import GSM8K_ROWS, MATH_ROWS, metamathqa_rows
 
 # MetaMath's eval_gsm8k.py / eval_math.py prompt (github.com/meta-math/MetaMath), which the paper's Table 4
 # evaluation uses: the instruction goes where {instruction} is.

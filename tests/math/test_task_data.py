@@ -6,11 +6,12 @@ import json
 import re
 
 import pytest
-from maths_samples import CPU, GSM8K_ROWS, MATH_ROWS, metamathqa_rows, write_json_lines
 
 from lorma_exp.config import ConfigError
 from lorma_exp.data import build_task_data
 from lorma_exp.data.maths import generate_gsm_symbolic
+
+from .maths_samples import CPU, GSM8K_ROWS, MATH_ROWS, metamathqa_rows, write_json_lines
 
 PROBLEM_NUMBER = re.compile(r"Problem (\d+):")
 

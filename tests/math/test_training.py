@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from maths_samples import GSM8K_ROWS, write_json_lines
 
 from lorma_exp import pipeline
 from lorma_exp.config import Inflation, MethodConfig, MethodKind, ModelConfig, Problem
@@ -20,6 +19,8 @@ from lorma_exp.distributed import DistEnv
 from lorma_exp.methods import apply_method
 from lorma_exp.models import load_backbone
 from lorma_exp.trainer import Trainer
+
+from .maths_samples import GSM8K_ROWS, write_json_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JUDGED_FIELDS = {"generation", "extracted", "reference", "correct", "answer_format"}

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from maths_samples import CPU
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
@@ -24,6 +23,8 @@ from lorma_exp.config import ConfigError, GenerationBackend, GenerationConfig
 from lorma_exp.data import build_task_data
 from lorma_exp.data.generation import generate_texts
 from lorma_exp.generation_backends import require_vllm
+
+from .maths_samples import CPU
 
 PROBE = torch.tensor([[0, 17, 230, 451, 99, 12, 7, 300]])
 VLLM = GenerationConfig(backend=GenerationBackend.vllm, max_new_tokens=7)
