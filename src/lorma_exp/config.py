@@ -261,6 +261,7 @@ class EvalConfig:
     run_dir: str = MISSING
     weights: str = "adapter"
     task: str | None = None
+    paper_task: str | None = None
     splits: list[str] | None = None
     batch_size: int | None = None
     device: str = "auto"

@@ -323,6 +323,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             "run_dir": str(run_dir),
             "weights": options.weights,
             "task": settings.task.name,
+            "paper_task": options.paper_task,
             "splits": scores,
         }
         (out_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
