@@ -8,7 +8,7 @@ TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,torch==2.13.0)
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-slow lint format clean \
+.PHONY: help install run test test-slow lint format clean bench \
 	reproduce-table2 reproduce-table6 reproduce-table7 reproduce-table8 reproduce-table10 reproduce-figure5
 
 # Reproductions: MODELS=, TASKS=, METHODS= (space-separated), SEEDS=1,2,3, LAUNCHER=joblib|slurm|submitit_slurm,
@@ -51,6 +51,9 @@ lint: install ## ruff check and format check
 format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+bench: install ## LoRMA's cost next to LoRA, PEFT and the authors' form (CPU, about a minute; BENCH_ARGS=...)
+	$(PY) -m lorma_exp.bench --preset cpu --readme benchmarks/README.md $(BENCH_ARGS)
 
 reproduce-table2: install ## Table 2: RoBERTa-base/large × 8 GLUE tasks × LoRA, LoRMA_π, LoRMA₊ × 3 seeds
 	$(REPRODUCE) table2 $(REPRO_ARGS)

@@ -256,15 +256,17 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """The root of ``conf/eval.yaml``: re-evaluate a finished run's saved weights."""
+    """The root of ``conf/eval/eval.yaml``: re-evaluate a finished run's saved weights."""
 
     run_dir: str = MISSING
     weights: str = "adapter"
     task: str | None = None
+    paper_task: str | None = None
     splits: list[str] | None = None
     batch_size: int | None = None
     device: str = "auto"
     data: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
 
 
 RUN_STAMP_ENV = "LORMA_RUN_STAMP"

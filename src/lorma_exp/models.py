@@ -77,15 +77,13 @@ def _converted_gguf(name: str, spec: EmbeddedModel, package_dir: Path) -> Path:
     if (target / "config.json").exists():
         return target
     log.info("Converting %s from GGUF into %s (once)", name, target)
-    dequantised = AutoModelForCausalLM.from_pretrained(
-        package_dir, gguf_file=spec.gguf_file, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=spec.gguf_file, dtype=torch.float32)
+    # The weights are dequantised to float32 by now, but transformers 5.2x keeps the GGUF quantizer on the
+    # model, and save_pretrained refuses to write a model that has one.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=spec.gguf_file)
-    # transformers refuses to save a model loaded from GGUF; a plain copy of its float32 weights saves.
-    config = dequantised.config
-    del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(dequantised.state_dict())
     staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)

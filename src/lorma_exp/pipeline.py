@@ -237,7 +237,7 @@ def load_run_settings(run_dir: Path, options: EvalConfig) -> TrainConfig:
     """A finished run's own config (config.yaml), with the task and data settings an evaluation asks for.
 
     ``task=<name>`` swaps in another task's ``task``, ``data`` and ``generation`` sections (a model trained
-    on MetaMathQA scored on GSM8K); ``data.*`` overrides apply last.
+    on MetaMathQA scored on GSM8K); ``data.*`` and ``generation.*`` overrides apply last.
     """
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
@@ -254,26 +254,36 @@ def load_run_settings(run_dir: Path, options: EvalConfig) -> TrainConfig:
             )
         for section in ("task", "data", "generation"):
             cfg[section] = other[section]
-    try:
-        cfg.data = OmegaConf.merge(cfg.data, options.data)
-    except Exception as error:  # omegaconf reports unknown keys with their full path
-        raise ConfigError(f"data: cannot apply {options.data}: {error}") from error
+    for section in ("data", "generation"):
+        overrides = getattr(options, section)
+        try:
+            cfg[section] = OmegaConf.merge(cfg[section], overrides)
+        except Exception as error:  # omegaconf reports unknown keys with their full path
+            raise ConfigError(f"{section}: cannot apply {overrides}: {error}") from error
     return validate(cfg)
 
 
 def compose_task(task: str) -> DictConfig:
-    """The training config with ``task=<task>``, composed from conf/ (inside or outside a Hydra app)."""
+    """The training config with ``task=<task>``, composed from conf/ (inside or outside a Hydra app).
+
+    Inside eval.py, Hydra is set up on conf/eval/; it is set aside for this composition and put back
+    afterwards.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
     try:
-        if GlobalHydra.instance().is_initialized():
-            return compose("config", overrides=[f"task={task}"])
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=[f"task={task}"])
     except HydraException as error:
         raise ConfigError(f"task: {error}") from error
+    finally:
+        GlobalHydra.instance().clear()
+        if outer is not None:
+            GlobalHydra.instance().initialize(outer)
 
 
 @exit_on_user_error
@@ -309,7 +319,13 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         for split in task.eval_splits
     }
     if env.is_main:
-        record = {"run_dir": str(run_dir), "weights": options.weights, "splits": scores}
+        record = {
+            "run_dir": str(run_dir),
+            "weights": options.weights,
+            "task": settings.task.name,
+            "paper_task": options.paper_task,
+            "splits": scores,
+        }
         (out_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
         for split, metrics in scores.items():
             print(f"{split:<24} " + "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()))

@@ -13,6 +13,7 @@ embedded model and task for a few steps each (one seed unless ``--seeds`` says o
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -24,6 +25,23 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 GLUE_TASKS = ("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb")
 ROBERTA = ("roberta_base", "roberta_large")
 
+MATHS_SMOKE = (
+    "task=gsm_symbolic",
+    "model=smollm2_135m",
+    "smoke=true",
+    "model.dtype=float32",
+    "trainer.precision=fp32",
+    "data.num_examples=16",
+    "data.eval_limit=4",
+    "data.max_length=256",
+    "generation.max_new_tokens=24",
+    "trainer.max_steps=2",
+    "trainer.batch_size=4",
+    "trainer.global_batch_size=null",
+    "trainer.eval_batch_size=4",
+    "trainer.eval_before_training=false",
+    "trainer.progress_bar=false",
+)
 CLASSIFICATION_SMOKE = (
     "task=reviews",
     "model=minilm",
@@ -44,7 +62,9 @@ class Grid:
 
     ``experiment`` is formatted with each (model, task, method); ``sweep`` adds Hydra sweep overrides to
     the multirun; each entry of ``variants`` is a separate multirun (for settings that change together,
-    which a Hydra sweep would cross instead of pair).
+    which a Hydra sweep would cross instead of pair). ``evaluations`` are (task, paper column) pairs every
+    finished run is scored on afterwards with ``eval.py`` (Table 4: trained on MetaMathQA, scored on GSM8K
+    and MATH); smoke reproductions score a stand-in task for each column instead.
     """
 
     name: str
@@ -56,6 +76,9 @@ class Grid:
     variants: tuple[tuple[str, ...], ...] = ((),)
     smoke: tuple[str, ...] = CLASSIFICATION_SMOKE
     report: str = "table"
+    evaluations: tuple[tuple[str, str], ...] = ()
+    smoke_evaluations: tuple[tuple[str, str], ...] = ()
+    smoke_eval_overrides: tuple[str, ...] = ()
 
 
 GRIDS: dict[str, Grid] = {
@@ -94,6 +117,17 @@ GRIDS: dict[str, Grid] = {
                 (f"method.targets=[{targets}]", f"r={rank}")
                 for targets, rank in (("q", 8), ("k", 8), ("v", 8), ("q,v", 4), ("q,k", 4), ("q,k,v,o", 2))
             ),
+        ),
+        Grid(
+            "table4",
+            ("gemma_2b", "llama3_8b"),
+            ("metamathqa",),
+            ("lora", "peft_dora", "lorma_plus"),
+            experiment="table4/{model}_{task}_{method}",
+            smoke=MATHS_SMOKE,
+            evaluations=(("gsm8k", "gsm8k"), ("math", "math")),
+            smoke_evaluations=(("gsm_symbolic", "gsm8k"), ("gsm_symbolic", "math")),
+            smoke_eval_overrides=("+data.eval_limit=4", "+generation.max_new_tokens=24"),
         ),
         Grid(
             "figure5",
@@ -165,6 +199,34 @@ def output_root(selection: Selection) -> Path:
     return Path("outputs") / ("reproduce-smoke" if selection.smoke else "reproduce")
 
 
+def already_evaluated(run_dir: Path, task: str, paper_task: str) -> bool:
+    """Whether ``eval.py`` has scored this run's final weights on ``task`` for the ``paper_task`` column."""
+    for path in (run_dir / "evals").glob("*/metrics.json"):
+        record = json.loads(path.read_text())
+        if record.get("weights") == "adapter" and (record.get("task"), record.get("paper_task")) == (
+            task,
+            paper_task,
+        ):
+            return True
+    return False
+
+
+def evaluation_commands(grid: Grid, selection: Selection) -> list[list[str]]:
+    """``eval.py`` command lines for the finished runs of ``grid`` not yet scored on its evaluation tasks."""
+    pairs = grid.smoke_evaluations if selection.smoke else grid.evaluations
+    extra = grid.smoke_eval_overrides if selection.smoke else ()
+    folder = output_root(selection) / grid.name
+    commands = []
+    for results in sorted(folder.rglob("results.json")) if pairs else ():
+        for task, paper_task in pairs:
+            if not already_evaluated(results.parent, task, paper_task):
+                run_dir = f"run_dir={results.parent}"
+                commands.append(
+                    [sys.executable, "eval.py", run_dir, f"task={task}", f"paper_task={paper_task}", *extra]
+                )
+    return commands
+
+
 def report_command(grid: Grid, selection: Selection) -> list[str]:
     folder = output_root(selection) / grid.name
     subcommand = ["figure5"] if grid.report == "figure5" else ["table", grid.name]
@@ -206,13 +268,18 @@ def parse_arguments(argv: Sequence[str]) -> tuple[Grid, Selection, bool]:
     return GRIDS[arguments.table], selection, arguments.dry_run
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    grid, selection, dry_run = parse_arguments(sys.argv[1:] if argv is None else argv)
-    commands = [*sweep_commands(grid, selection), report_command(grid, selection)]
+def _run(commands: list[list[str]], dry_run: bool) -> None:
     for command in commands:
         print("+ " + shlex.join(command), flush=True)
         if not dry_run:
             subprocess.run(command, cwd=REPO_ROOT, check=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    grid, selection, dry_run = parse_arguments(sys.argv[1:] if argv is None else argv)
+    _run(sweep_commands(grid, selection), dry_run)
+    _run(evaluation_commands(grid, selection), dry_run)  # needs the finished runs: listed after the sweeps
+    _run([report_command(grid, selection)], dry_run)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import relative_error
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from lorma_exp.adapters import AdapterConfig, LoraLinear, LormaLinear
 from lorma_exp.adapters.layers import OutputSlice
+
+from .cases import relative_error
 
 EXACT = 1e-10  # float64: only rounding separates the activation forms from the weight-space formulas
 R, ALPHA = 3, 5.0
@@ -129,6 +130,34 @@ def test_output_and_gradients_equal_the_weight_space_formula(kind, shift_path, l
     assert relative_error(factor_b.grad, ref_b.grad) <= EXACT
     assert relative_error(x.grad, ref_x.grad) <= EXACT
     assert relative_error(layer.delta_weight(torch.float64), adapted - base_weight(base)) <= EXACT
+
+
+@pytest.mark.parametrize(("layer_type", "bias"), [LAYER_CASES[0], LAYER_CASES[2]])
+@pytest.mark.parametrize(("d_in", "d_out"), SHAPES)
+@pytest.mark.parametrize("kind", ["rri-pre", "rri-post", "lora"])
+def test_factor_and_bias_gradients_when_the_input_needs_none(kind, layer_type, bias, d_in, d_out):
+    """The first adapted layer of a network gets an input without gradient, and `bias="adapter"` trains
+    the frozen layer's bias: the backward that skips the input gradient must still give exact A, B and bias
+    gradients."""
+    base = make_base(layer_type, d_in, d_out, bias)
+    layer = make_adapter(kind, base)
+    base.bias.requires_grad_(True)
+    randomise(layer)
+    factor_a, factor_b = (getattr(layer, name) for name in layer.factor_names)
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(4, d_in, dtype=torch.float64, generator=generator)
+    grad_out = torch.randn(4, d_out, dtype=torch.float64, generator=generator)
+
+    layer(x).backward(grad_out)
+
+    ref_a = factor_a.detach().clone().requires_grad_(True)
+    ref_b = factor_b.detach().clone().requires_grad_(True)
+    ref_bias = base.bias.detach().clone().requires_grad_(True)
+    (x @ literal_weight(kind, base_weight(base), ref_a, ref_b).T + ref_bias).backward(grad_out)
+
+    assert relative_error(factor_a.grad, ref_a.grad) <= EXACT
+    assert relative_error(factor_b.grad, ref_b.grad) <= EXACT
+    assert relative_error(base.bias.grad, ref_bias.grad) <= EXACT
 
 
 @pytest.mark.parametrize("kind", ["shift-pre", "shift-post"])

@@ -9,7 +9,6 @@ import shutil
 import pytest
 import torch
 import transformers
-from conftest import HEADS, INTERMEDIATE, LAYERS, MODELS, VOCAB, Case
 
 from lorma_exp.adapters import (
     AdapterConfig,
@@ -21,6 +20,8 @@ from lorma_exp.adapters import (
     save_adapters,
     unmerge_adapters,
 )
+
+from .cases import HEADS, INTERMEDIATE, LAYERS, MODELS, VOCAB, Case
 
 
 def saved(tmp_path, case: Case, name: str = "adapter"):

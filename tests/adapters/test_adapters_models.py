@@ -9,7 +9,6 @@ import json
 
 import pytest
 import torch
-from conftest import Case, perturb_adapters, relative_error
 from safetensors.torch import load_file
 
 from lorma_exp.adapters import (
@@ -22,6 +21,8 @@ from lorma_exp.adapters import (
     save_adapters,
     unmerge_adapters,
 )
+
+from .cases import Case, perturb_adapters, relative_error
 
 # PEFT calls a transformers method that warns about its own deprecation.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from conftest import HEADS, HIDDEN, INTERMEDIATE, LAYERS, MODELS, VOCAB, TinyMLP
 
 from lorma_exp.adapters import (
     AdapterConfig,
@@ -17,6 +16,8 @@ from lorma_exp.adapters import (
     iter_adapter_layers,
     resolve_target_names,
 )
+
+from .cases import HEADS, HIDDEN, INTERMEDIATE, LAYERS, MODELS, VOCAB, TinyMLP
 
 
 def adapted_names(model, targets, **options) -> dict[str, tuple[str, ...]]:

@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MODELS, Case, perturb_adapters, relative_error
 from torch import nn
 
 from lorma_exp.adapters import (
@@ -19,6 +18,8 @@ from lorma_exp.adapters import (
     iter_adapter_layers,
     merge_adapters,
 )
+
+from .cases import MODELS, Case, perturb_adapters, relative_error
 
 BF16_TOLERANCE = 5e-2  # bf16 keeps 8 bits of mantissa: a few 1e-3 per operation, accumulated over layers
 TRAINING_METHODS = ["lorma-rri-pre", "lorma-rri-post", "lorma-shift-pre", "lorma-none-post", "lora"]

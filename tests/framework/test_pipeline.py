@@ -125,7 +125,7 @@ def test_a_finished_run_is_never_overwritten_and_can_be_skipped(compose_train, t
 def test_eval_reproduces_the_runs_final_metrics_from_the_saved_adapter(compose_train, tiny_run_overrides):
     cfg = compose_train(*tiny_run_overrides, "trainer.epochs=1")
     record = pipeline.train(cfg)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR / "eval"), version_base="1.3"):
         eval_cfg = compose("eval", overrides=[f"run_dir={cfg.run_dir}"])
     scores = pipeline.evaluate(eval_cfg)
     assert scores["validation"] == pytest.approx(record["final"]["metrics"])

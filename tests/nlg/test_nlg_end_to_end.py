@@ -71,7 +71,7 @@ def test_e2e_from_the_release_files_trains_decodes_scores_and_rescores(compose_c
     for split in ("validation", "test"):  # 2 distinct MRs in devset.csv and in testset_w_refs.csv
         assert len((run_dir / "predictions" / f"{split}.hyp.txt").read_text().splitlines()) == 2
 
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf" / "eval"), version_base="1.3"):
         scores = pipeline.evaluate(compose("eval", overrides=[f"run_dir={run_dir}"]))  # what eval.py runs
     assert scores["validation"] == pytest.approx({name: final[name] for name in E2E_METRICS})
     assert scores["test"] == pytest.approx({name: final[f"test/{name}"] for name in E2E_METRICS})

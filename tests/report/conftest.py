@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from run_folders import results_json, write_run_folder
+
+from .run_folders import results_json, write_run_folder
 
 
 @pytest.fixture

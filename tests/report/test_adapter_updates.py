@@ -11,7 +11,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from run_folders import results_json, write_run_folder
 from transformers import BertConfig, BertForSequenceClassification
 
 from lorma_exp.adapters import AdapterConfig, inject_adapters, iter_adapter_layers, save_adapters
@@ -22,6 +21,8 @@ from lorma_exp.methods import apply_method, save_trained
 from lorma_exp.models import load_backbone
 from lorma_exp.pipeline import CONF_DIR, load_run_settings
 from lorma_exp.report import main
+
+from .run_folders import results_json, write_run_folder
 
 HIDDEN = 16
 ADAPTED_LAYERS = 4  # query and value in each of 2 layers

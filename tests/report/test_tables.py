@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 import pytest
-from run_folders import results_json, write_run_folder
 
 from lorma_exp.analysis.render import SMOKE_TITLE, to_latex, to_markdown, write_outputs
 from lorma_exp.analysis.runs import RunDataError, collect_runs, runs_of_table, unfinished_of_table
@@ -29,6 +28,8 @@ from lorma_exp.paper import (
     TABLE10,
     TABLE13,
 )
+
+from .run_folders import results_json, write_run_folder
 
 
 def build(table, root: Path):
@@ -283,3 +284,56 @@ def test_a_run_that_never_evaluated_is_a_clear_error(make_run, tmp_path):
     (folder / "results.json").write_text(json.dumps(results))
     with pytest.raises(RunDataError, match="no 'best' evaluation"):
         build(TABLE2, tmp_path / "runs")
+
+
+def _write_evaluation(run_folder: Path, stamp: str, task: str, accuracy: float, **fields) -> None:
+    """An eval.py result (docs/architecture.md: evals/<stamp>/metrics.json) beside a training run."""
+    folder = run_folder / "evals" / stamp
+    folder.mkdir(parents=True)
+    record = {
+        "run_dir": str(run_folder),
+        "weights": "adapter",
+        "task": task,
+        "paper_task": None,
+        "splits": {"test": {"accuracy": accuracy, "answer_rate": 1.0}},
+        **fields,
+    }
+    (folder / "metrics.json").write_text(json.dumps(record))
+
+
+def test_benchmarks_scored_after_training_fill_the_maths_columns(make_run, tmp_path):
+    """Table 4's runs train on MetaMathQA; `eval.py task=gsm8k` / `task=math` give its columns."""
+    folder = make_run(
+        "llama",
+        table="table4",
+        task="metamathqa",
+        model="llama3_8b",
+        method="lora",
+        seed=1,
+        metrics={"accuracy": 0.5},
+    )
+    _write_evaluation(folder, "2026-01-01_00-00-00_1", "gsm8k", 0.70)
+    _write_evaluation(folder, "2026-01-02_00-00-00_1", "gsm8k", 0.749)  # the latest evaluation counts
+    _write_evaluation(folder, "2026-01-01_00-00-00_2", "math", 0.2538)
+    _write_evaluation(folder, "2026-01-01_00-00-00_3", "math", 0.99, weights="adapter_best")  # not final
+    table = build(TABLE4, tmp_path / "runs")
+    assert table.cells[("lora", "llama3_8b/gsm8k")].mean == pytest.approx(74.9)
+    assert table.cells[("lora", "llama3_8b/math")].mean == pytest.approx(25.38)
+    assert table.cells[("lora", "gemma_2b/gsm8k")].n == 0
+
+
+def test_a_stand_in_evaluation_lands_in_the_paper_column_it_names(make_run, tmp_path):
+    folder = make_run(
+        "smoke",
+        table="table4",
+        task="metamathqa",
+        model="gemma_2b",
+        method="lorma_plus",
+        seed=1,
+        metrics={"accuracy": 0.5},
+        smoke=True,
+    )
+    _write_evaluation(folder, "2026-01-01_00-00-00_1", "gsm_symbolic", 0.25, paper_task="math")
+    table = build(TABLE4, tmp_path / "runs")
+    assert table.cells[("lorma_plus", "gemma_2b/math")].mean == pytest.approx(25.0)
+    assert table.cells[("lorma_plus", "gemma_2b/gsm8k")].n == 0

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from run_folders import results_json
 
 from lorma_exp import tracking
 from lorma_exp.analysis import wandb_io
@@ -16,6 +15,8 @@ from lorma_exp.analysis.render import RenderedTable
 from lorma_exp.analysis.tables import table_from_runs
 from lorma_exp.paper import TABLE2
 from lorma_exp.report import main
+
+from .run_folders import results_json
 
 
 def cola_results(seed: int, value: float, **fields: Any) -> dict[str, Any]:

@@ -138,6 +138,93 @@ def low_rank_branch(
     return _LowRankBranch.apply(x, factor_a, factor_b, weight, scale, fold)
 
 
+class _AdaptedLinear(torch.autograd.Function):
+    """A whole adapted layer, frozen product and low-rank branch in one node:
+    `out = x·W^T + b + s·(x·A_eff^T)·B_eff^T`, keeping for backward only what LoRA keeps: `x` and
+    `U = x·A_eff^T` (tokens × r), besides the frozen weight.
+
+    The branch is accumulated into the frozen products in place (`addmm_`): no output-sized sum in forward
+    and no input-sized one in backward. Per fold, with `G` the output gradient and `dXf = G·W` the frozen
+    layer's input gradient:
+    - `"none"` (LoRA): `dX = dXf + s·(G·B)·A`, `dA = s·(G·B)^T·x`, `dB = s·G^T·U`;
+    - `"into_A"` (LoRMA pre, `A_eff = A·W`, rebuilt in backward rather than kept): as LoRA with `A_eff`,
+      then `dA = dA_eff·W^T`. Three r × weight products per step; the alternative through `h = x·W^T`
+      (`U = h·A^T`, `dX = (G + s·G·B·A)·W`) needs an output-sized copy of `G` in backward, which costs more;
+    - `"into_B"` (LoRMA post, `B_eff = W·B`, built in forward): backward reuses `dXf` instead of `B_eff`,
+      `G·B_eff = dXf·B` and `dB = s·dXf^T·U`, so one r × weight product per step (when `x` needs no
+      gradient `dXf` is not computed and `B_eff` is rebuilt instead).
+    The frozen weight is cast to the compute dtype at most once per call (as autocast casts it for
+    `F.linear`), and that copy is what backward keeps, as an autocast linear keeps it.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, factor_a, factor_b, scale: float, fold: Fold):
+        with torch.autocast(x.device.type, enabled=False):
+            weight_c = weight.to(x.dtype)
+            a_eff, b_eff = _effective_factors(factor_a, factor_b, weight_c, fold, x.dtype)
+            u = x @ a_eff.T
+            out = x @ weight_c.T if bias is None else torch.addmm(bias.to(x.dtype), x, weight_c.T)
+            out.addmm_(u, b_eff.T, alpha=scale)
+        ctx.save_for_backward(x, u, weight_c, factor_a, factor_b)
+        ctx.scale, ctx.fold = scale, fold
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, u, weight_c, factor_a, factor_b = ctx.saved_tensors
+        scale, fold = ctx.scale, ctx.fold
+        needs_x, _, needs_bias, needs_a, needs_b = ctx.needs_input_grad[:5]
+        grad_x = grad_bias = grad_a = grad_b = None
+        with torch.autocast(x.device.type, enabled=False):
+            grad_out = grad_out.to(x.dtype)
+            a, b = factor_a.to(x.dtype), factor_b.to(x.dtype)
+            if fold == "into_B" and needs_x:
+                grad_x = grad_out @ weight_c
+                scaled_gb = grad_x @ (b * scale)
+                if needs_b:
+                    grad_b = (grad_x.T @ u).mul_(scale)
+                grad_x.addmm_(scaled_gb, a)
+            else:
+                b_eff = weight_c @ b if fold == "into_B" else b
+                scaled_gb = grad_out @ (b_eff * scale)
+                if needs_b:
+                    grad_b = (grad_out.T @ u).mul_(scale)
+                    if fold == "into_B":
+                        grad_b = weight_c.T @ grad_b
+                if needs_x:
+                    a_eff = a @ weight_c if fold == "into_A" else a
+                    grad_x = (grad_out @ weight_c).addmm_(scaled_gb, a_eff)
+            if needs_a:
+                grad_a = scaled_gb.T @ x
+                if fold == "into_A":
+                    grad_a = grad_a @ weight_c.T
+            if needs_bias:
+                grad_bias = grad_out.sum(0).to(ctx.bias_dtype)
+        grad_a = None if grad_a is None else grad_a.to(factor_a.dtype)
+        grad_b = None if grad_b is None else grad_b.to(factor_b.dtype)
+        return grad_x, None, grad_bias, grad_a, grad_b, None, None
+
+
+def adapted_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    factor_a: torch.Tensor,
+    factor_b: torch.Tensor,
+    scale: float,
+    fold: Fold,
+) -> torch.Tensor:
+    """`x·W^T + b + s·(x A_eff^T) B_eff^T` for 2-D `x` (tokens × d_in), computed in `x.dtype`; see `Fold`.
+
+    The same function as the frozen layer plus `low_rank_branch`, at fewer products and temporaries. `weight`
+    (d_out, d_in) must be frozen; `bias` may train.
+    """
+    if weight.requires_grad:
+        raise ValueError("adapted_linear: the base weight must be frozen (requires_grad=False)")
+    return _AdaptedLinear.apply(x, weight, bias, factor_a, factor_b, scale, fold)
+
+
 def shift_prefers_weight_path(tokens: int, shapes: list[tuple[int, int]], training: bool) -> bool:
     """Whether building `P·W` (or `W·P`) beats applying the n×n multipliers `P` to activations.
 

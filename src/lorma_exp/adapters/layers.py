@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import AdapterConfig
-from .functional import Fold, low_rank_branch, pi, shift_prefers_weight_path
+from .functional import Fold, adapted_linear, low_rank_branch, pi, shift_prefers_weight_path
 
 ShiftPath = Literal["auto", "activations", "weight"]
 SHIFT_PATHS: tuple[ShiftPath, ...] = ("auto", "activations", "weight")
@@ -188,9 +188,23 @@ class AdapterLayer(nn.Module):
         return x.to(dtype).reshape(-1, self.in_features)
 
     def _with_branches(self, x: torch.Tensor, fold: Fold, keep_base_output: bool) -> torch.Tensor:
-        """`base(x) + branch` per slice (`keep_base_output`), or `branch + bias` (LoRMA without inflation)."""
+        """`base(x) + branch` per slice (`keep_base_output`), or `branch + bias` (LoRMA without inflation).
+
+        A whole layer whose branch sees the same input as the frozen product (no dropout on the branch)
+        runs as one fused node (`functional.adapted_linear`); slices, branch dropout and `none` add the
+        branch to the frozen layer's output."""
         weight = weight_matrix(self.base_layer)
         dtype = compute_dtype(x, weight)
+        branch_dropout = (
+            self.training and self.adapter_config.dropout > 0 and self.adapter_config.dropout_on == "adapter"
+        )
+        if keep_base_output and not self.is_sliced and not branch_dropout:
+            _, factor_a, factor_b = self.factors()[0]
+            rows = x.to(dtype).reshape(-1, self.in_features)
+            out = adapted_linear(
+                rows, weight, self.base_layer.bias, factor_a, factor_b, self.adapter_config.scale, fold
+            )
+            return out.view(*x.shape[:-1], self.out_features)
         rows = self._branch_input(x, dtype)
         lead = x.shape[:-1]
         scale = self.adapter_config.scale

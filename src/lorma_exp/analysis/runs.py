@@ -176,14 +176,53 @@ def load_run_folder(folder: Path) -> Run | UnfinishedRun:
     return Run(source=str(folder), results=results, folder=folder)
 
 
+def evaluation_runs(run: Run) -> list[Run]:
+    """A finished run scored on other tasks by ``eval.py task=<name>`` (its ``evals/*/metrics.json``).
+
+    Each such task becomes a run of its own, for tables whose columns are benchmarks the model never
+    trained on (Table 4: trained on MetaMathQA, scored on GSM8K and MATH): the training run's fields, with
+    the task (and ``paper_cell.task``: the evaluation's ``paper_task`` when a stand-in task was scored)
+    replaced, and the first split's metrics as the ``final`` evaluation. Only the end-of-training weights
+    count, and of repeated evaluations of one task the latest.
+    """
+    if run.folder is None:
+        return []
+    own_cell_task = (run.results.get("paper_cell") or {}).get("task", run.results["task"])
+    latest: dict[str, dict[str, Any]] = {}
+    for path in sorted((run.folder / "evals").glob("*/metrics.json")):
+        record = json.loads(path.read_text())
+        cell_task = record.get("paper_task") or record.get("task")
+        if (
+            record.get("weights") == "adapter"
+            and cell_task not in (None, own_cell_task)
+            and record.get("splits")
+        ):
+            latest[cell_task] = {**record, "source": str(path.parent)}
+    derived = []
+    for paper_task, record in sorted(latest.items()):
+        metrics = next(iter(record["splits"].values()))
+        final = {**(run.results["final"] or {}), "metrics": metrics}
+        paper_cell = run.results.get("paper_cell")
+        results = {
+            **run.results,
+            "task": record["task"],
+            "best": None,
+            "final": final,
+            "paper_cell": {**paper_cell, "task": paper_task} if paper_cell else None,
+        }
+        derived.append(Run(source=record["source"], results=results, folder=run.folder))
+    return derived
+
+
 def collect_runs(roots: Iterable[Path]) -> RunCollection:
-    """Every run folder found recursively under ``roots``."""
+    """Every run folder found recursively under ``roots``, and the evaluations of each on other tasks."""
     collection = RunCollection()
     for root in roots:
         for folder in find_run_folders(Path(root)):
             loaded = load_run_folder(folder)
             if isinstance(loaded, Run):
                 collection.finished.append(loaded)
+                collection.finished.extend(evaluation_runs(loaded))
             else:
                 collection.unfinished.append(loaded)
     return collection

@@ -24,6 +24,10 @@ FAMILIES = {
     "webnlg": "lorma_exp.data.nlg:build_webnlg",
     "dart": "lorma_exp.data.nlg:build_dart",
     "embedded_restaurants": "lorma_exp.data.restaurants:build",
+    "metamathqa": "lorma_exp.data.maths:build_metamathqa",
+    "gsm8k": "lorma_exp.data.maths:build_gsm8k",
+    "competition_math": "lorma_exp.data.maths:build_competition_math",
+    "gsm_symbolic": "lorma_exp.data.maths:build_gsm_symbolic",
 }
 
 

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from lorma_exp.config import GenerationConfig
+from lorma_exp.config import GenerationBackend, GenerationConfig
 from lorma_exp.data.base import Batch
 from lorma_exp.distributed import DistEnv, all_gather_objects, broadcast_object
 
@@ -75,7 +75,14 @@ def generate_texts(
     max_prompt_length: int,
     progress: bool,
 ) -> list[str]:
-    """Decode every prompt (left-padded batches) and return only the newly generated text."""
+    """Decode every prompt (left-padded batches) and return only the newly generated text.
+
+    With ``generation.backend=vllm`` vLLM decodes instead (:mod:`lorma_exp.generation_backends`).
+    """
+    if generation.backend == GenerationBackend.vllm:
+        from lorma_exp.generation_backends import generate_with_vllm
+
+        return generate_with_vllm(model, tokenizer, prompts, generation, max_prompt_length)
     device = next(model.parameters()).device
     texts: list[str] = []
     was_training = model.training

@@ -67,6 +67,8 @@ SUITES = {
     "e2e": MetricSuite(e2e_scores, ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")),
     "webnlg": MetricSuite(webnlg_scores, ("BLEU", "METEOR", "TER")),
 }
+METRICS = tuple(dict.fromkeys(name for suite in SUITES.values() for name in suite.metrics))
+"""Every metric name a data-to-text task may list in ``task.metrics``."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,291 @@
+"""What a run writes: the JSON document (machine, command, records, target checks), its markdown tables,
+and the device's section of benchmarks/README.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import peft
+import torch
+import transformers
+
+from .measure import CUDA_PEAK, RESIDENT, SAVED_TENSORS
+
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Check:
+    """A target from shared/reference/performance.md: `field` of `variant`'s model-scope record ≤ `limit`."""
+
+    label: str
+    variant: str
+    field: str
+    limit: float
+    targets: str
+
+
+CHECKS: tuple[Check, ...] = tuple(
+    Check(f"{label} {what}", variant, field, limit, targets)
+    for targets in ("qv", "mlp")
+    for variant, label in (("lorma_plus_pre", "LoRMA₊ pre"), ("lorma_plus_post", "LoRMA₊ post"))
+    for what, field, limit in (
+        ("time ≤ 1.03 × LoRA", "ratio_vs_lora", 1.03),
+        ("time ≤ 0.85 × PEFT LoRA", "ratio_vs_peft_lora", 0.85),
+        ("memory ≤ LoRA", "peak_ratio_vs_lora", 1.0),
+    )
+) + tuple(
+    Check(f"{label} time ≤ {limit} × LoRA", variant, "ratio_vs_lora", limit, targets)
+    for targets, limit in (("qv", 1.15), ("mlp", 1.5))
+    for variant, label in (("lorma_pi_pre", "LoRMA_π pre"), ("lorma_pi_post", "LoRMA_π post"))
+)
+
+MEMORY_NOTES = {
+    SAVED_TENSORS: "counted by torch.autograd.graph.saved_tensors_hooks, each storage once: the activation "
+    "memory adapters differ in",
+    CUDA_PEAK: "torch.cuda.max_memory_allocated during the step above what was allocated before it, plus the "
+    "variant's own weights, buffers and optimiser state: what it would hold alone at its peak",
+    RESIDENT: "what the model holds",
+}
+
+
+def device_label(device: torch.device) -> str:
+    """`cpu`, or the GPU's name as a file-name slug (`nvidia-h200`)."""
+    if device.type != "cuda":
+        return device.type
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str | None:
+    """The commit of the checkout this package runs from, with `+dirty` when tracked files differ from it;
+    `None` for an installed copy."""
+    here = ["git", "-C", str(Path(__file__).resolve().parent)]
+    try:
+        commit = subprocess.run(
+            [*here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """Where and with what the run happened; the load average is taken again when it ends."""
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_start": list(os.getloadavg()),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "commit": _git_commit(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def check_targets(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every target that the model-scope records can decide, and merged inference against the base model."""
+    results = []
+    model_records = {
+        (r["shape"]["name"], r["targets"], r["variant"]): r for r in records if r["scope"] == "model"
+    }
+    for (model, targets, variant), record in model_records.items():
+        for check in CHECKS:
+            if check.variant != variant or check.targets != targets:
+                continue
+            per_round = record.get(f"{check.field}_per_round")
+            results.append(
+                {
+                    "check": check.label,
+                    "model": model,
+                    "targets": targets,
+                    "measured": record[check.field],
+                    "per_round_iqr": [per_round[0], per_round[2]] if per_round else None,
+                    "limit": check.limit,
+                    "met": record[check.field] <= check.limit,
+                }
+            )
+    for record in records:
+        if record["scope"] == "inference" and record["variant"] == "merged":
+            q25, _, q75 = record["ratio_vs_base_per_round"]
+            results.append(
+                {
+                    "check": "merged inference = base (per-round IQR of the ratio contains 1)",
+                    "model": record["shape"]["name"],
+                    "targets": record["targets"],
+                    "measured": record["ratio_vs_base"],
+                    "per_round_iqr": [q25, q75],
+                    "limit": 1.0,
+                    "met": q25 <= 1.0 <= q75,
+                }
+            )
+    return results
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio_with_spread(value: float | None, per_round: list[float] | None) -> str:
+    if value is None:
+        return "—"
+    if per_round is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{per_round[0]:.3f}, {per_round[2]:.3f}]"
+
+
+def _ms(record: dict[str, Any]) -> str:
+    digits = 1 if record["ms"] >= 10 else 2
+    return f"{record['ms']:.{digits}f} [{record['ms_q25']:.{digits}f}, {record['ms_q75']:.{digits}f}]"
+
+
+def _group_title(record: dict[str, Any]) -> str:
+    shape = record["shape"]
+    if record["scope"] == "layer":
+        return (
+            f"Layer {shape['name']}: {shape['d_out']}×{shape['d_in']}, {shape['tokens']} tokens, "
+            f"r = {shape['r']}, forward + backward"
+        )
+    model = (
+        f"{shape['name']} (hidden {shape['hidden']}, intermediate {shape['intermediate']}, {shape['layers']} "
+        f"layers, vocab {shape['vocab']}), {shape['batch']} × {shape['seq']} tokens, r = {shape['r']}"
+    )
+    if record["scope"] == "model":
+        return f"Model {model}: training step, {record['targets']} targets ({shape['adapted_layers']} layers)"
+    return f"Inference {model}: prefill, LoRMA₊ on {record['targets']} targets"
+
+
+def _train_table(group: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| variant | ms [IQR] | × frozen | × our LoRA [per-round IQR] | × PEFT LoRA [per-round IQR] | "
+        "memory MiB | memory × LoRA |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for record in group:
+        lines.append(
+            f"| `{record['variant']}` | {_ms(record)} | {_number(record['ratio_vs_frozen'], 3)} | "
+            f"{_ratio_with_spread(record['ratio_vs_lora'], record['ratio_vs_lora_per_round'])} | "
+            f"{_ratio_with_spread(record['ratio_vs_peft_lora'], record['ratio_vs_peft_lora_per_round'])} | "
+            f"{record['peak_bytes'] / MIB:.2f} | {_number(record['peak_ratio_vs_lora'], 3)} |"
+        )
+    return lines
+
+
+def _inference_table(group: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| variant | ms [IQR] | tokens/s | × base [per-round IQR] | memory MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for record in group:
+        lines.append(
+            f"| `{record['variant']}` ({record['description']}) | {_ms(record)} | {record['tokens_per_s']:.0f} | "
+            f"{_ratio_with_spread(record['ratio_vs_base'], record['ratio_vs_base_per_round'])} | "
+            f"{record['peak_bytes'] / MIB:.2f} |"
+        )
+    return lines
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """The run as markdown: a header (command, machine, how to read), the target checks, one table per group."""
+    machine = document["machine"]
+    load = " → ".join(
+        "/".join(f"{value:.1f}" for value in machine[key])
+        for key in ("load_average_start", "load_average_end")
+    )
+    where = machine.get("gpu") or f"{machine['cpu']} ({machine['cpus_usable']} CPUs usable)"
+    measures = sorted({record["memory_measure"] for record in document["records"]})
+    lines = [
+        f"## {document['device']}, {document['date']}",
+        "",
+        f"Command: `{document['command']}`",
+        "",
+        f"Machine: {where}, torch threads {machine['torch_threads']}, load average (1/5/15 min) {load}; "
+        f"torch {machine['torch']}, transformers {machine['transformers']}, peft {machine['peft']}; "
+        f"commit {machine['commit']}; {document['dtype']}.",
+        "",
+        f"Times ({document['clock']} clock): median of {document['repeats']} interleaved rounds "
+        "[interquartile range]; a ratio is the ratio of medians, with the interquartile range of the "
+        "per-round ratios (each round runs every variant once).",
+    ]
+    lines += [f"Memory, {measure}: {MEMORY_NOTES[measure]}." for measure in measures]
+    if document["checks"]:
+        lines += [
+            "",
+            "### Targets (performance.md)",
+            "",
+            "| check | model | targets | measured | per-round IQR | limit | met |",
+        ]
+        lines.append("|---|---|---|---|---|---|---|")
+        for check in document["checks"]:
+            iqr = check["per_round_iqr"]
+            lines.append(
+                f"| {check['check']} | {check['model']} | {check['targets']} | {check['measured']:.3f} | "
+                f"{'—' if iqr is None else f'{iqr[0]:.3f} – {iqr[1]:.3f}'} | {check['limit']} | "
+                f"{'yes' if check['met'] else 'no'} |"
+            )
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in document["records"]:
+        groups.setdefault(_group_title(record), []).append(record)
+    for title, group in groups.items():
+        table = _inference_table(group) if group[0]["scope"] == "inference" else _train_table(group)
+        lines += ["", f"### {title}", "", *table]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(document: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """`<out_dir>/<date>-<device>.json` and `.md` beside it (a later run on the same day replaces them)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{document['date']}-{document['device']}"
+    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    json_path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+    md_path.write_text(markdown(document))
+    return json_path, md_path
+
+
+def update_readme(readme: Path, document: dict[str, Any], md_path: Path) -> None:
+    """Replace the device's section of `readme` (between `<!-- latest:<device> -->` markers) with this run's
+    tables, headings one level down, or append the section if the device has none yet."""
+    device = document["device"]
+    start, end = f"<!-- latest:{device} -->", f"<!-- /latest:{device} -->"
+    link = os.path.relpath(md_path, readme.parent)
+    tables = re.sub(r"^(#+) ", r"#\1 ", markdown(document), flags=re.M)  # one level below the README's
+    section = f"{start}\n{tables}\nFull results: [{link}]({link}) and its `.json`.\n{end}"
+    text = readme.read_text() if readme.exists() else ""
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
+    readme.write_text(text)

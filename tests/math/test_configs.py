@@ -1,0 +1,95 @@
+"""The maths tasks and the Table 4 experiments compose with the paper's settings (Table 17)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from lorma_exp.config import GenerationBackend, MethodKind, Mode, Precision, Scheduler
+from lorma_exp.pipeline import load_run_settings
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+# paper-results.md, Table 17: Gemma r=4 on q,k,v,up,down,o,gate; LLaMA r=8 on up,down,o,gate; alpha = 2r.
+TABLE17_ADAPTERS = {
+    "gemma_2b": (4, {"q", "k", "v", "up", "down", "o", "gate"}),
+    "llama3_8b": (8, {"up", "down", "o", "gate"}),
+}
+TABLE4_METHODS = {"lorma_plus": MethodKind.lorma, "lora": MethodKind.lora, "peft_dora": MethodKind.peft_dora}
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment" / "table4").glob("*.yaml"))
+
+
+def test_there_is_one_table4_experiment_per_model_and_method() -> None:
+    expected = {f"{model}_metamathqa_{method}" for model in TABLE17_ADAPTERS for method in TABLE4_METHODS}
+    assert set(EXPERIMENTS) == expected
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_table4_experiments_carry_table17(settings_for, experiment) -> None:
+    settings = settings_for(f"experiment=table4/{experiment}")
+    model, _, method = experiment.partition("_metamathqa_")
+    rank, targets = TABLE17_ADAPTERS[model]
+    assert settings.model.name == model and settings.model.dtype == "bfloat16"
+    assert (settings.method.name, settings.method.kind) == (method, TABLE4_METHODS[method])
+    assert (settings.method.r, settings.method.alpha) == (rank, 2 * rank)
+    assert set(settings.method.targets) == targets
+    assert settings.method.mode == Mode.pre
+    trainer = settings.trainer
+    assert (trainer.lr, trainer.scheduler, trainer.warmup_ratio) == (5e-4, Scheduler.cosine, 0.1)
+    assert (trainer.epochs, trainer.global_batch_size, trainer.weight_decay) == (2, 64, 0.0)
+    assert trainer.precision == Precision.bf16
+    assert 64 % trainer.batch_size == 0
+    assert settings.task.name == "metamathqa"
+    assert (settings.data.limit, settings.data.max_length) == (40000, 512)
+    assert (settings.generation.num_beams, settings.generation.max_new_tokens) == (1, 512)
+    cell = settings.paper_cell
+    assert (cell.table, cell.model, cell.task, cell.method) == ("table4", model, "metamathqa", method)
+
+
+@pytest.mark.parametrize(
+    ("task", "dataset", "subset", "split"),
+    [
+        ("metamathqa", "meta-math/MetaMathQA", None, "validation"),
+        ("gsm8k", "openai/gsm8k", "main", "test"),
+        ("math", "DigitalLearningGmbH/MATH-lighteval", "default", "test"),
+    ],
+)
+def test_the_maths_tasks_decode_greedily_up_to_512_tokens(settings_for, task, dataset, subset, split) -> None:
+    settings = settings_for(f"task={task}", "model=llama3_8b")
+    assert (settings.data.dataset, settings.data.subset, settings.data.eval_splits) == (
+        dataset,
+        subset,
+        [split],
+    )
+    assert settings.task.problem.value == "causal_lm" and settings.task.main_metric == "accuracy"
+    assert (settings.generation.num_beams, settings.generation.max_new_tokens) == (1, 512)
+    assert settings.generation.backend == GenerationBackend.hf
+
+
+def test_the_offline_maths_task_picks_the_embedded_decoder_unless_told_otherwise(settings_for) -> None:
+    assert settings_for("task=gsm_symbolic").model.name == "smollm2_135m"
+    assert settings_for("task=gsm_symbolic", "model=gemma_2b").model.name == "gemma_2b"
+    settings = settings_for("task=gsm_symbolic")
+    assert settings.trainer.eval_before_training
+    assert settings.model.name_or_path.startswith("embedded:")
+
+
+def test_eval_can_switch_task_and_decoding_backend_of_a_finished_run(compose_train, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    OmegaConf.save(
+        compose_train("experiment=table4/llama3_8b_metamathqa_lorma_plus"), run_dir / "config.yaml"
+    )
+    with initialize_config_dir(config_dir=str(CONF_DIR / "eval"), version_base="1.3"):
+        options = compose(
+            "eval",
+            overrides=[f"run_dir={run_dir}", "task=math", "+generation.backend=vllm", "+data.eval_limit=50"],
+        )
+    settings = load_run_settings(run_dir, OmegaConf.to_object(options))
+    assert settings.task.name == "math" and settings.data.dataset == "DigitalLearningGmbH/MATH-lighteval"
+    assert settings.generation.backend == GenerationBackend.vllm
+    assert settings.data.eval_limit == 50
+    assert (settings.model.name, settings.method.name) == ("llama3_8b", "lorma_plus")
