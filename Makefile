@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-slow lint format clean bench \
-	reproduce-table2 reproduce-table6 reproduce-table7 reproduce-table8 reproduce-table10 reproduce-figure5
+	reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table13 reproduce-table6 reproduce-table7 reproduce-table8 reproduce-table10 reproduce-figure5
 
 # Reproductions: MODELS=, TASKS=, METHODS= (space-separated), SEEDS=1,2,3, LAUNCHER=joblib|slurm|submitit_slurm,
 # SMOKE=1 (the same grid on the embedded model, a few steps per run, offline).
@@ -57,6 +57,15 @@ bench: install ## LoRMA's cost next to LoRA, PEFT and the authors' form (CPU, ab
 
 reproduce-table2: install ## Table 2: RoBERTa-base/large × 8 GLUE tasks × LoRA, LoRMA_π, LoRMA₊ × 3 seeds
 	$(REPRODUCE) table2 $(REPRO_ARGS)
+
+reproduce-table3: install ## Table 3: E2E NLG with GPT-2 medium × LoRA, LoRMA_π, LoRMA₊ (beam 10)
+	$(REPRODUCE) table3 $(REPRO_ARGS)
+
+reproduce-table13: install ## Table 13: E2E (beam 15), WebNLG and DART with GPT-2 medium × LoRA, LoRMA₊
+	$(REPRODUCE) table13 $(REPRO_ARGS)
+
+reproduce-table4: install ## Table 4: Gemma-2B and LLaMA-3-8B on MetaMathQA-40K, scored on GSM8K and MATH
+	$(REPRODUCE) table4 $(REPRO_ARGS)
 
 reproduce-table6: install ## Table 6: LoRMA without rank inflation vs LoRMA₊ (RoBERTa-large)
 	$(REPRODUCE) table6 $(REPRO_ARGS)

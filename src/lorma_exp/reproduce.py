@@ -42,6 +42,21 @@ MATHS_SMOKE = (
     "trainer.eval_before_training=false",
     "trainer.progress_bar=false",
 )
+NLG_SMOKE = (
+    "task=restaurants",
+    "model=smollm2_135m",
+    "smoke=true",
+    "data.num_examples=24",
+    "data.eval_limit=4",
+    "data.eval_splits=[validation]",
+    "generation.num_beams=1",
+    "generation.max_new_tokens=24",
+    "trainer.max_steps=2",
+    "trainer.batch_size=4",
+    "trainer.eval_batch_size=4",
+    "trainer.eval_before_training=false",
+    "trainer.progress_bar=false",
+)
 CLASSIFICATION_SMOKE = (
     "task=reviews",
     "model=minilm",
@@ -117,6 +132,22 @@ GRIDS: dict[str, Grid] = {
                 (f"method.targets=[{targets}]", f"r={rank}")
                 for targets, rank in (("q", 8), ("k", 8), ("v", 8), ("q,v", 4), ("q,k", 4), ("q,k,v,o", 2))
             ),
+        ),
+        Grid(
+            "table3",
+            ("gpt2_medium",),
+            ("e2e",),
+            ("lora", "lorma_pi", "lorma_plus"),
+            experiment="table3/{model}_{task}_{method}",
+            smoke=NLG_SMOKE,
+        ),
+        Grid(
+            "table13",
+            ("gpt2_medium",),
+            ("e2e", "webnlg", "dart"),
+            ("lora", "lorma_plus"),
+            experiment="table13/{model}_{task}_{method}",
+            smoke=NLG_SMOKE,
         ),
         Grid(
             "table4",
