@@ -31,7 +31,7 @@ from lorma_exp.config import (
     validate,
 )
 from lorma_exp.data import build_task_data, family_builder
-from lorma_exp.data.glue import DataLoadError
+from lorma_exp.data.hub import DataLoadError
 from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
 from lorma_exp.methods import (
     ADAPTER_KINDS,

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from lorma_exp.config import register_configs
 from lorma_exp.models import resolve_name_or_path
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @pytest.fixture(scope="session")
@@ -36,18 +30,6 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture
-def compose_train() -> Callable[..., DictConfig]:
-    """Compose conf/config.yaml with overrides, as `python train.py <overrides>` would."""
-    register_configs()
-
-    def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-
-    return _compose
 
 
 @pytest.fixture

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from lorma_exp.config import ModelConfig, Problem, TrainConfig, register_configs, validate
+from lorma_exp.config import ModelConfig, Problem
 from lorma_exp.data.maths import format_prompt
 from lorma_exp.models import load_tokenizer, resolve_name_or_path
 
 from .maths_samples import GSM8K_ROWS, MATH_ROWS, metamathqa_rows
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -94,25 +89,3 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_llama_dir: Path) -> PreTrainedTokenizerBase:
     return load_tokenizer(ModelConfig(name="tiny", name_or_path=str(tiny_llama_dir)), Problem.causal_lm)
-
-
-@pytest.fixture
-def compose_train() -> Callable[..., DictConfig]:
-    """Compose conf/config.yaml with overrides, as `python train.py <overrides>` would."""
-    register_configs()
-
-    def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-
-    return _compose
-
-
-@pytest.fixture
-def settings_for(compose_train: Callable[..., DictConfig]) -> Callable[..., TrainConfig]:
-    """Validated settings for a composed config."""
-
-    def _settings(*overrides: str) -> TrainConfig:
-        return validate(compose_train(*overrides))
-
-    return _settings

@@ -28,8 +28,8 @@ def test_there_is_one_table4_experiment_per_model_and_method() -> None:
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_table4_experiments_carry_table17(settings_for, experiment) -> None:
-    settings = settings_for(f"experiment=table4/{experiment}")
+def test_table4_experiments_carry_table17(compose_settings, experiment) -> None:
+    settings = compose_settings(f"experiment=table4/{experiment}")
     model, _, method = experiment.partition("_metamathqa_")
     rank, targets = TABLE17_ADAPTERS[model]
     assert settings.model.name == model and settings.model.dtype == "bfloat16"
@@ -57,8 +57,10 @@ def test_table4_experiments_carry_table17(settings_for, experiment) -> None:
         ("math", "DigitalLearningGmbH/MATH-lighteval", "default", "test"),
     ],
 )
-def test_the_maths_tasks_decode_greedily_up_to_512_tokens(settings_for, task, dataset, subset, split) -> None:
-    settings = settings_for(f"task={task}", "model=llama3_8b")
+def test_the_maths_tasks_decode_greedily_up_to_512_tokens(
+    compose_settings, task, dataset, subset, split
+) -> None:
+    settings = compose_settings(f"task={task}", "model=llama3_8b")
     assert (settings.data.dataset, settings.data.subset, settings.data.eval_splits) == (
         dataset,
         subset,
@@ -69,10 +71,10 @@ def test_the_maths_tasks_decode_greedily_up_to_512_tokens(settings_for, task, da
     assert settings.generation.backend == GenerationBackend.hf
 
 
-def test_the_offline_maths_task_picks_the_embedded_decoder_unless_told_otherwise(settings_for) -> None:
-    assert settings_for("task=gsm_symbolic").model.name == "smollm2_135m"
-    assert settings_for("task=gsm_symbolic", "model=gemma_2b").model.name == "gemma_2b"
-    settings = settings_for("task=gsm_symbolic")
+def test_the_offline_maths_task_picks_the_embedded_decoder_unless_told_otherwise(compose_settings) -> None:
+    assert compose_settings("task=gsm_symbolic").model.name == "smollm2_135m"
+    assert compose_settings("task=gsm_symbolic", "model=gemma_2b").model.name == "gemma_2b"
+    settings = compose_settings("task=gsm_symbolic")
     assert settings.trainer.eval_before_training
     assert settings.model.name_or_path.startswith("embedded:")
 

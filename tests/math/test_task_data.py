@@ -33,18 +33,23 @@ def metamathqa_file(tmp_path):
     return path
 
 
-def _metamathqa(settings_for, tokenizer, path, *overrides):
-    settings = settings_for("task=metamathqa", f"data.train_file={path}", *overrides)
+def _metamathqa(compose_settings, tokenizer, path, *overrides):
+    settings = compose_settings("task=metamathqa", f"data.train_file={path}", *overrides)
     return build_task_data(settings, tokenizer, CPU)
 
 
 def test_the_metamathqa_subset_is_the_same_for_the_same_seed_and_differs_for_another(
-    settings_for, tokenizer, metamathqa_file
+    compose_settings, tokenizer, metamathqa_file
 ):
-    first = _metamathqa(settings_for, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10")
-    again = _metamathqa(settings_for, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10")
+    first = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10")
+    again = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10")
     other = _metamathqa(
-        settings_for, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10", "data.sample_seed=1"
+        compose_settings,
+        tokenizer,
+        metamathqa_file,
+        "data.limit=20",
+        "data.eval_limit=10",
+        "data.sample_seed=1",
     )
     rows = _train_problems(first, tokenizer)
     assert len(rows) == len(set(rows)) == 20
@@ -54,10 +59,10 @@ def test_the_metamathqa_subset_is_the_same_for_the_same_seed_and_differs_for_ano
 
 
 def test_validation_rows_are_held_out_and_do_not_move_when_the_training_subset_grows(
-    settings_for, tokenizer, metamathqa_file
+    compose_settings, tokenizer, metamathqa_file
 ):
-    small = _metamathqa(settings_for, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10")
-    full = _metamathqa(settings_for, tokenizer, metamathqa_file, "data.limit=null", "data.eval_limit=10")
+    small = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10")
+    full = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.limit=null", "data.eval_limit=10")
     validation = _validation_problems(small)
     assert len(validation) == 10
     assert not set(validation) & set(_train_problems(full, tokenizer))
@@ -66,15 +71,17 @@ def test_validation_rows_are_held_out_and_do_not_move_when_the_training_subset_g
     assert _train_problems(full, tokenizer)[:20] == _train_problems(small, tokenizer)
 
 
-def test_a_json_lines_copy_gives_the_same_subset(settings_for, tokenizer, metamathqa_file, tmp_path):
+def test_a_json_lines_copy_gives_the_same_subset(compose_settings, tokenizer, metamathqa_file, tmp_path):
     lines = write_json_lines(tmp_path / "MetaMathQA.jsonl", metamathqa_rows(60))
-    from_json = _metamathqa(settings_for, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10")
-    from_lines = _metamathqa(settings_for, tokenizer, lines, "data.limit=20", "data.eval_limit=10")
+    from_json = _metamathqa(
+        compose_settings, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10"
+    )
+    from_lines = _metamathqa(compose_settings, tokenizer, lines, "data.limit=20", "data.eval_limit=10")
     assert _train_problems(from_json, tokenizer) == _train_problems(from_lines, tokenizer)
 
 
-def test_metamathqa_validation_judges_each_row_by_its_type(settings_for, tokenizer, metamathqa_file):
-    task = _metamathqa(settings_for, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10")
+def test_metamathqa_validation_judges_each_row_by_its_type(compose_settings, tokenizer, metamathqa_file):
+    task = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10")
     for example in task.eval_splits["validation"]:
         number = int(PROBLEM_NUMBER.search(example["prompt"])[1])
         expected = ("gsm8k", str(number + 3)) if number % 2 == 0 else ("math", f"\\frac{{{number}}}{{2}}")
@@ -92,18 +99,18 @@ def test_metamathqa_validation_judges_each_row_by_its_type(settings_for, tokeniz
     ],
 )
 def test_bad_metamathqa_settings_fail_naming_the_field(
-    settings_for, tokenizer, metamathqa_file, overrides, field
+    compose_settings, tokenizer, metamathqa_file, overrides, field
 ):
     with pytest.raises(ConfigError, match=rf"^{re.escape(field)}"):
-        _metamathqa(settings_for, tokenizer, metamathqa_file, *overrides)
+        _metamathqa(compose_settings, tokenizer, metamathqa_file, *overrides)
 
 
 def test_gsm8k_from_local_files_trains_on_solutions_and_scores_the_test_file(
-    settings_for, tokenizer, tmp_path
+    compose_settings, tokenizer, tmp_path
 ):
     train = write_json_lines(tmp_path / "train.jsonl", GSM8K_ROWS)
     test = write_json_lines(tmp_path / "test.jsonl", GSM8K_ROWS[:2])
-    settings = settings_for("task=gsm8k", f"data.train_file={train}", f"data.test_file={test}")
+    settings = compose_settings("task=gsm8k", f"data.train_file={train}", f"data.test_file={test}")
     task = build_task_data(settings, tokenizer, CPU)
     assert len(task.train) == 3
     assert [example["answer"] for example in task.eval_splits["test"]] == ["72", "10"]
@@ -111,45 +118,45 @@ def test_gsm8k_from_local_files_trains_on_solutions_and_scores_the_test_file(
     assert "<<" not in first and first.removesuffix(tokenizer.eos_token).endswith("The answer is: 72")
 
 
-def test_a_benchmark_without_a_training_split_can_still_be_evaluated(settings_for, tokenizer, tmp_path):
+def test_a_benchmark_without_a_training_split_can_still_be_evaluated(compose_settings, tokenizer, tmp_path):
     test = write_json_lines(tmp_path / "math_test.jsonl", MATH_ROWS)
-    task = build_task_data(settings_for("task=math", f"data.test_file={test}"), tokenizer, CPU)
+    task = build_task_data(compose_settings("task=math", f"data.test_file={test}"), tokenizer, CPU)
     assert len(task.train) == 0
     assert [example["answer"] for example in task.eval_splits["test"]] == ["\\frac{3}{4}", "5"]
 
 
-def test_math_takes_the_answer_column_when_configured(settings_for, tokenizer, tmp_path):
+def test_math_takes_the_answer_column_when_configured(compose_settings, tokenizer, tmp_path):
     rows = [{**row, "answer": answer} for row, answer in zip(MATH_ROWS, ["0.75", "5"], strict=True)]
     test = write_json_lines(tmp_path / "math500.jsonl", rows)
-    settings = settings_for("task=math", f"data.test_file={test}", "data.label_field=answer")
+    settings = compose_settings("task=math", f"data.test_file={test}", "data.label_field=answer")
     task = build_task_data(settings, tokenizer, CPU)
     assert [example["answer"] for example in task.eval_splits["test"]] == ["0.75", "5"]
 
 
-def test_eval_limit_draws_a_seeded_subset_of_the_test_split(settings_for, tokenizer, tmp_path):
+def test_eval_limit_draws_a_seeded_subset_of_the_test_split(compose_settings, tokenizer, tmp_path):
     rows = [
         {"question": f"Item {i}: 1 + {i}?", "answer": f"1 + {i} = {i + 1}\n#### {i + 1}"} for i in range(30)
     ]
     test = write_json_lines(tmp_path / "test.jsonl", rows)
     pick = ["task=gsm8k", f"data.test_file={test}", "data.eval_limit=8"]
-    first = build_task_data(settings_for(*pick), tokenizer, CPU).eval_splits["test"]
-    again = build_task_data(settings_for(*pick), tokenizer, CPU).eval_splits["test"]
+    first = build_task_data(compose_settings(*pick), tokenizer, CPU).eval_splits["test"]
+    again = build_task_data(compose_settings(*pick), tokenizer, CPU).eval_splits["test"]
     assert len(first) == 8
     assert [e["prompt"] for e in first] == [e["prompt"] for e in again]
 
 
-def test_a_missing_evaluation_split_is_named(settings_for, tokenizer, tmp_path):
+def test_a_missing_evaluation_split_is_named(compose_settings, tokenizer, tmp_path):
     train = write_json_lines(tmp_path / "train.jsonl", GSM8K_ROWS)
     with pytest.raises(ConfigError, match=r"^data.eval_splits: \['test'\] not in"):
-        build_task_data(settings_for("task=gsm8k", f"data.train_file={train}"), tokenizer, CPU)
+        build_task_data(compose_settings("task=gsm8k", f"data.train_file={train}"), tokenizer, CPU)
 
 
-def test_gsm_symbolic_holds_out_the_same_problems_whatever_the_training_size(settings_for, tokenizer):
+def test_gsm_symbolic_holds_out_the_same_problems_whatever_the_training_size(compose_settings, tokenizer):
     small = build_task_data(
-        settings_for("task=gsm_symbolic", "data.num_examples=8", "data.eval_limit=4"), tokenizer, CPU
+        compose_settings("task=gsm_symbolic", "data.num_examples=8", "data.eval_limit=4"), tokenizer, CPU
     )
     large = build_task_data(
-        settings_for("task=gsm_symbolic", "data.num_examples=24", "data.eval_limit=4"), tokenizer, CPU
+        compose_settings("task=gsm_symbolic", "data.num_examples=24", "data.eval_limit=4"), tokenizer, CPU
     )
     held_out = [example["prompt"] for example in small.eval_splits["validation"]]
     assert held_out == [example["prompt"] for example in large.eval_splits["validation"]]

@@ -36,14 +36,16 @@ def _accumulation(trainer_settings, world_size: int) -> int:
 
 # Table 17: global batch 64; the experiments use 4 rows per device, so 64 / (4 × world size).
 @pytest.mark.parametrize(("world_size", "accumulation"), [(1, 16), (2, 8), (4, 4), (8, 2), (16, 1)])
-def test_a_global_batch_of_64_accumulates_according_to_the_world_size(settings_for, world_size, accumulation):
-    settings = settings_for("experiment=table4/llama3_8b_metamathqa_lorma_plus")
+def test_a_global_batch_of_64_accumulates_according_to_the_world_size(
+    compose_settings, world_size, accumulation
+):
+    settings = compose_settings("experiment=table4/llama3_8b_metamathqa_lorma_plus")
     assert _accumulation(settings.trainer, world_size) == accumulation
 
 
 @pytest.mark.parametrize("world_size", [3, 32])
-def test_a_global_batch_that_the_devices_cannot_split_evenly_is_refused(settings_for, world_size):
-    settings = settings_for("experiment=table4/gemma_2b_metamathqa_lora")
+def test_a_global_batch_that_the_devices_cannot_split_evenly_is_refused(compose_settings, world_size):
+    settings = compose_settings("experiment=table4/gemma_2b_metamathqa_lora")
     with pytest.raises(ValueError, match=r"trainer.global_batch_size=64 is not a multiple of"):
         _accumulation(settings.trainer, world_size)
 

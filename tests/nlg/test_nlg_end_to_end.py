@@ -47,9 +47,11 @@ def _eval_py(*overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_e2e_from_the_release_files_trains_decodes_scores_and_rescores(compose_cfg, tiny_gpt2_dir, tmp_path):
+def test_e2e_from_the_release_files_trains_decodes_scores_and_rescores(
+    compose_train, tiny_gpt2_dir, tmp_path
+):
     run_dir = tmp_path / "run"
-    cfg = compose_cfg(
+    cfg = compose_train(
         "task=e2e",
         f"data.dataset={FIXTURES / 'e2e'}",
         *_tiny_run(
@@ -86,11 +88,11 @@ def test_e2e_from_the_release_files_trains_decodes_scores_and_rescores(compose_c
 
 @pytest.mark.slow
 def test_eval_py_on_the_command_line_writes_hypotheses_next_to_the_metrics(
-    compose_cfg, tiny_gpt2_dir, tmp_path
+    compose_train, tiny_gpt2_dir, tmp_path
 ):
     run_dir = tmp_path / "run"
     overrides = _tiny_run(tiny_gpt2_dir, run_dir, "trainer.max_steps=1", "trainer.eval_strategy=no")
-    pipeline.train(compose_cfg("task=e2e", f"data.dataset={FIXTURES / 'e2e'}", *overrides))
+    pipeline.train(compose_train("task=e2e", f"data.dataset={FIXTURES / 'e2e'}", *overrides))
     result = _eval_py(f"run_dir={run_dir}", "splits=[test]")
     assert result.returncode == 0, result.stderr[-3000:]
     (evaluation,) = (run_dir / "evals").iterdir()
@@ -99,8 +101,8 @@ def test_eval_py_on_the_command_line_writes_hypotheses_next_to_the_metrics(
 
 
 @pytest.mark.parametrize("task", ["webnlg", "dart"])
-def test_webnlg_and_dart_runs_report_the_webnlg_suite(compose_cfg, tiny_gpt2_dir, tmp_path, task):
-    cfg = compose_cfg(
+def test_webnlg_and_dart_runs_report_the_webnlg_suite(compose_train, tiny_gpt2_dir, tmp_path, task):
+    cfg = compose_train(
         f"task={task}",
         f"data.dataset={FIXTURES / task}",
         *_tiny_run(tiny_gpt2_dir, tmp_path / "run", "trainer.epochs=1"),
@@ -112,9 +114,9 @@ def test_webnlg_and_dart_runs_report_the_webnlg_suite(compose_cfg, tiny_gpt2_dir
 
 
 def test_the_embedded_task_ends_with_a_metric_table_and_sample_generations(
-    compose_cfg, tiny_gpt2_dir, tmp_path, capsys
+    compose_train, tiny_gpt2_dir, tmp_path, capsys
 ):
-    cfg = compose_cfg(
+    cfg = compose_train(
         "task=restaurants",
         "data.num_examples=24",
         "data.eval_limit=4",

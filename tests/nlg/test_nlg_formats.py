@@ -14,7 +14,7 @@ import pytest
 
 from lorma_exp.config import ConfigError
 from lorma_exp.data import nlg
-from lorma_exp.data.glue import DataLoadError
+from lorma_exp.data.hub import DataLoadError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

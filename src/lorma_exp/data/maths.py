@@ -39,7 +39,7 @@ from lorma_exp.data.generation import (
     GenerationEvaluator,
     encode_training_example,
 )
-from lorma_exp.data.glue import load_dataset_dict
+from lorma_exp.data.hub import load_dataset_dict
 from lorma_exp.distributed import DistEnv
 from lorma_exp.metrics.math import (
     EXTRACTORS,

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
-import os
 import random
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,17 +38,13 @@ from lorma_exp.data.generation import (
     ScoreFn,
     encode_training_example,
 )
-from lorma_exp.data.glue import DataLoadError
+from lorma_exp.data.hub import DataLoadError, load_dataset_dict
 from lorma_exp.distributed import DistEnv
 from lorma_exp.metrics.nlg import e2e_scores, webnlg_scores
-
-log = logging.getLogger(__name__)
 
 Pair = tuple[str, str]
 """(input, reference): one training row."""
 
-PARQUET_EXPORT_REVISION = "refs/convert/parquet"
-SCRIPT_DATASET_ERROR = "Dataset scripts are no longer supported"
 SPLIT_ALIASES = {"dev": "validation"}
 TARGET_PREFIX = " "
 
@@ -323,44 +317,8 @@ FORMATS = {
 
 
 def load_hub_splits(name_or_path: str, subset: str | None) -> datasets.DatasetDict:
-    """A hub dataset, or a folder written by ``save_to_disk``; split names normalised (``dev`` -> ``validation``).
-
-    The canonical E2E, WebNLG and DART repositories hold loading scripts, which ``datasets`` 4 and later
-    no longer run. When the main revision is a script, the hub's parquet export of the same data
-    (``refs/convert/parquet``, one folder per config) is read instead.
-    """
-    local = Path(name_or_path)
-    try:
-        if (local / "dataset_dict.json").exists():
-            loaded = datasets.load_from_disk(str(local))
-        else:
-            try:
-                loaded = datasets.load_dataset(name_or_path, subset)
-            except RuntimeError as error:
-                if SCRIPT_DATASET_ERROR not in str(error):
-                    raise
-                log.info("%s is a script dataset: reading its parquet export instead", name_or_path)
-                loaded = datasets.load_dataset(
-                    name_or_path, revision=PARQUET_EXPORT_REVISION, data_dir=subset or "default"
-                )
-    except (
-        OSError,
-        ValueError,
-        RuntimeError,
-        ConnectionError,
-        datasets.exceptions.DatasetNotFoundError,
-    ) as error:
-        offline = (
-            " HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set, so the hub was not asked."
-            if os.environ.get("HF_DATASETS_OFFLINE") or os.environ.get("HF_HUB_OFFLINE")
-            else ""
-        )
-        where = "a save_to_disk folder" if local.exists() else "the Hugging Face hub (no local folder there)"
-        raise DataLoadError(
-            f"data.dataset={name_or_path!r} (subset {subset!r}) could not be loaded from {where}.{offline} "
-            f"Cause: {error}. Fix: connect to the hub, or set data.dataset to a folder of the dataset's "
-            "original files."
-        ) from error
+    """A hub dataset, or a folder written by ``save_to_disk``; split names normalised (``dev`` -> ``validation``)."""
+    loaded = load_dataset_dict(name_or_path, subset, "a folder of the dataset's original files")
     return datasets.DatasetDict({SPLIT_ALIASES.get(split, split): part for split, part in loaded.items()})
 
 
