@@ -1,0 +1,78 @@
+"""Download what a reproduction needs into the Hugging Face cache, for clusters with offline compute nodes.
+
+    python scripts/prefetch.py table2 table3          # on a login node with network
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 make reproduce-table2 LAUNCHER=slurm   # then, anywhere
+
+It composes every experiment of the named tables (the same grids `make reproduce-*` runs) to find their
+models and datasets, then fetches each once. `--list` prints them without downloading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from lorma_exp.config import register_configs
+from lorma_exp.data.hub import DataLoadError, load_dataset_dict
+from lorma_exp.reproduce import GRIDS
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+WEIGHT_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
+
+
+def needs(tables: list[str]) -> tuple[set[str], set[tuple[str, str | None]]]:
+    """(model names, (dataset, subset) pairs) behind the experiments and evaluations of ``tables``."""
+    register_configs()
+    models: set[str] = set()
+    datasets: set[tuple[str, str | None]] = set()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for table in tables:
+            grid = GRIDS[table]
+            cells = [(m, t, x) for m in grid.models for t in grid.tasks for x in grid.methods]
+            overrides = [
+                [f"experiment={grid.experiment.format(model=m, task=t, method=x)}"] for m, t, x in cells
+            ]
+            overrides += [[*overrides[0], f"task={task}"] for task, _ in grid.evaluations]
+            for override in overrides:
+                cfg = compose("config", overrides=override)
+                models.add(cfg.model.name_or_path)
+                if cfg.data.dataset:
+                    datasets.add((cfg.data.dataset, cfg.data.subset))
+    return models, datasets
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tables", nargs="+", choices=sorted(GRIDS))
+    parser.add_argument("--list", action="store_true", help="print what would be fetched, fetch nothing")
+    arguments = parser.parse_args(argv)
+    models, datasets = needs(arguments.tables)
+    for name in sorted(models):
+        print(f"model   {name}")
+    for name, subset in sorted(datasets, key=str):
+        print(f"dataset {name}" + (f" ({subset})" if subset else ""))
+    if arguments.list:
+        return
+    from huggingface_hub import snapshot_download
+
+    failures = []
+    for name in sorted(models):
+        try:
+            snapshot_download(name, allow_patterns=WEIGHT_FILES)
+        except Exception as error:  # report every failure, then exit non-zero
+            failures.append(f"model {name}: {error}")
+    for name, subset in sorted(datasets, key=str):
+        try:
+            load_dataset_dict(name, subset)
+        except DataLoadError as error:
+            failures.append(str(error))
+    if failures:
+        sys.exit("could not fetch:\n  " + "\n  ".join(failures))
+    print("all fetched into the Hugging Face cache")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""scripts/prefetch.py: what a reproduction needs from the hub, and a clear failure when it is out of reach."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def prefetch(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [sys.executable, "scripts/prefetch.py", *args]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_lists_the_models_and_datasets_of_a_table_and_its_evaluations():
+    listed = prefetch("table4", "--list")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    lines = set(listed.stdout.splitlines())
+    assert {"model   google/gemma-2b", "model   meta-llama/Meta-Llama-3-8B"} <= lines
+    assert {"dataset meta-math/MetaMathQA", "dataset openai/gsm8k (main)"} <= lines  # trained on, scored on
+
+
+def test_every_unreachable_item_is_reported_and_the_exit_is_non_zero():
+    fetched = prefetch("table7")
+    assert fetched.returncode != 0
+    assert "model FacebookAI/roberta-large" in fetched.stderr
+    assert "data.dataset='nyu-mll/glue'" in fetched.stderr
