@@ -53,11 +53,15 @@ def test_the_embedded_default_trains_and_prints_a_summary(tmp_path):
     assert (run_dir / "train.log").exists()
 
 
-def test_a_two_job_multirun_writes_one_folder_per_job(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize(
+    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
+)
+def test_a_two_job_multirun_writes_one_folder_per_job(tiny_bert_dir, tmp_path, launcher):
     sweep = tmp_path / "sweep"
     result = run_entry(
         "train.py",
         "-m",
+        *launcher,
         "seed=1,2",
         f"model.name_or_path={tiny_bert_dir}",
         "data.num_examples=48",
