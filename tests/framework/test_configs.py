@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import OmegaConfBaseException
 
-from lorma_exp.config import ConfigError, Inflation, MethodKind, Mode, validate
+from lorma_exp.config import ConfigError, Inflation, MethodKind, Mode, register_configs, validate
 from lorma_exp.data.maths import METRICS as MATHS_METRICS
 from lorma_exp.data.nlg import METRICS as NLG_METRICS
 from lorma_exp.metrics.glue import METRICS
@@ -129,3 +130,16 @@ def test_inflation_with_lora_is_rejected(compose_train) -> None:
 def test_typos_and_unknown_choices_fail_at_composition(compose_train, override, message) -> None:
     with pytest.raises((ConfigCompositionException, OmegaConfBaseException), match=message):
         compose_train(override)
+
+
+def test_the_slurm_launcher_runs_one_ddp_task_per_gpu():
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 1)
