@@ -3,7 +3,9 @@
 The dataclasses below are registered as the root schema of ``conf/config.yaml``, so Hydra rejects an
 unknown key (a typo) or a value outside an enum (``mode=sideways``) while composing. Range checks that a
 type cannot express (``r=0``, ``dropout=1.5``) run in :func:`validate`, which the entry points call before
-any model or data is touched. Every error names the field and says how to fix it.
+any model or data is touched; so do the checks against registries that grow without schema edits:
+``method.kind`` against the registered methods (:mod:`lorma_exp.methods`), ``inflation`` against the
+adapter library's inflations. Every error names the field and says how to fix it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-# The adapter library's registered LoRMA inflations (it will export them from `lorma_exp.adapters`).
+# The adapter library's LoRMA inflations: the one import of them (`lorma_exp.adapters.INFLATIONS` once the
+# library exports them from its package).
 from lorma_exp.adapters.config import INFLATIONS
 from lorma_exp.methods import find_method, method_kinds
 from lorma_exp.run_folder import CONFIG_FILE, RunFolder
