@@ -77,9 +77,9 @@ def test_each_experiment_carries_table_16s_settings(compose_settings, table, tas
 )
 def test_each_experiments_method_applies_to_a_gpt2(compose_settings, tiny_gpt2_dir, table, task, method):
     settings = compose_settings(f"experiment={table}/gpt2_medium_{task}_{method}")
-    method = method_for(settings.method.kind)
-    model = method.apply(GPT2LMHeadModel.from_pretrained(tiny_gpt2_dir), settings.method)
-    assert method.parameter_counts(model)["adapter"] > 0
+    implementation = method_for(settings.method.kind)
+    model = implementation.apply(GPT2LMHeadModel.from_pretrained(tiny_gpt2_dir), settings.method)
+    assert implementation.parameter_counts(model)["adapter"] > 0
     # LoRMA_π's multiplier has no separate branch: Table 16's dropout can only drop the layer input.
     expected = DropoutOn.input if method == "lorma_pi" else DropoutOn.adapter
     assert settings.method.dropout_on == expected
