@@ -1,4 +1,4 @@
-"""Re-evaluate a finished run's saved adapter on any split of its task (see conf/eval/eval.yaml).
+"""Re-evaluate a finished run's saved weights on any split of its task (see conf/eval/eval.yaml).
 
 python eval.py run_dir=outputs/default/<run> splits=[validation] weights=adapter_best
 """

@@ -3,7 +3,9 @@
 The dataclasses below are registered as the root schema of ``conf/config.yaml``, so Hydra rejects an
 unknown key (a typo) or a value outside an enum (``mode=sideways``) while composing. Range checks that a
 type cannot express (``r=0``, ``dropout=1.5``) run in :func:`validate`, which the entry points call before
-any model or data is touched. Every error names the field and says how to fix it.
+any model or data is touched; so do the checks against registries that grow without schema edits:
+``method.kind`` against the registered methods (:mod:`lorma_exp.methods`), ``inflation`` against the
+adapter library's inflations. Every error names the field and says how to fix it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,19 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+# The adapter library's LoRMA inflations: the one import of them (`lorma_exp.adapters.INFLATIONS` once the
+# library exports them from its package).
+from lorma_exp.adapters.config import INFLATIONS
+from lorma_exp.methods import find_method, method_kinds
+from lorma_exp.run_folder import CONFIG_FILE, RunFolder
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 class ConfigError(ValueError):
@@ -33,20 +44,6 @@ class Problem(_Choice):
     classification = "classification"
     regression = "regression"
     causal_lm = "causal_lm"
-
-
-class MethodKind(_Choice):
-    lorma = "lorma"
-    lora = "lora"
-    full_ft = "full_ft"
-    peft_lora = "peft_lora"
-    peft_dora = "peft_dora"
-
-
-class Inflation(_Choice):
-    rri = "rri"
-    shift = "shift"
-    none = "none"
 
 
 class Mode(_Choice):
@@ -154,11 +151,17 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    """How the backbone is adapted. ``r``, ``alpha``, ``mode`` and ``inflation`` come from the top level."""
+    """How the backbone is adapted. ``r``, ``alpha``, ``mode`` and ``inflation`` come from the top level.
+
+    ``kind`` names a registered :class:`lorma_exp.methods.Method` and ``inflation`` one of the adapter
+    library's inflations (``lorma_exp.adapters``); :func:`validate` checks both against those registries.
+    ``run_name_suffix`` is what the run's folder name says about the method's settings (``_r8_a16_pre_q-v``
+    for LoRMA; empty for full fine-tuning, which has none).
+    """
 
     name: str = MISSING
-    kind: MethodKind = MISSING
-    inflation: Inflation | None = None
+    kind: str = MISSING
+    inflation: str | None = None
     mode: Mode = Mode.pre
     r: int = 8
     alpha: float = 16.0
@@ -167,6 +170,7 @@ class MethodConfig:
     dropout_on: DropoutOn = DropoutOn.adapter
     bias: Bias = Bias.none
     modules_to_save: list[str] | None = None
+    run_name_suffix: str = ""
 
 
 @dataclass
@@ -244,7 +248,7 @@ class TrainConfig:
     r: int = 8
     alpha: float = 16.0
     mode: Mode = Mode.pre
-    inflation: Inflation | None = None
+    inflation: str | None = None
     experiment_name: str = "default"
     run_name: str = ""
     run_dir: str | None = None
@@ -259,7 +263,7 @@ class EvalConfig:
     """The root of ``conf/eval/eval.yaml``: re-evaluate a finished run's saved weights."""
 
     run_dir: str = MISSING
-    weights: str = "adapter"
+    weights: str | None = None
     task: str | None = None
     paper_task: str | None = None
     splits: list[str] | None = None
@@ -294,6 +298,8 @@ def register_configs() -> None:
         "join": lambda values, sep="-": sep.join(str(v) for v in values) if values else "none",
         "num": lambda value: f"{value:g}",
         "run_stamp": run_stamp,
+        # ``${evaluation_dir:${run_dir},${run_stamp:}}``: where one eval.py run of a run folder writes.
+        "evaluation_dir": lambda run_dir, stamp: str(RunFolder(run_dir).evaluation(stamp)),
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
@@ -346,11 +352,12 @@ _RANGE_RULES = (
     ("generation.max_new_tokens", _positive, "generation.max_new_tokens=64"),
     ("generation.no_repeat_ngram_size", _non_negative, "generation.no_repeat_ngram_size=0 (allow repeats)"),
 )
-_ADAPTER_RULES = (
-    ("r", _positive, "r=8"),
-    ("alpha", _positive, "alpha=16"),
-    ("method.dropout", _fraction, "method.dropout=0.1"),
-)
+# Rules for the method settings a method declares it uses (``Method.settings``), by setting.
+_METHOD_RULES = {
+    "r": ("r", _positive, "r=8"),
+    "alpha": ("alpha", _positive, "alpha=16"),
+    "dropout": ("method.dropout", _fraction, "method.dropout=0.1"),
+}
 
 
 def _check_ranges(settings: TrainConfig, rules: tuple) -> None:
@@ -364,25 +371,36 @@ def _check_ranges(settings: TrainConfig, rules: tuple) -> None:
             raise ConfigError(f"{path}: {_WORDING[rule]}, got {value}. Use e.g. {example}.")
 
 
-def validate(cfg: DictConfig) -> TrainConfig:
-    """Check ranges and cross-field rules that the schema's types cannot express; return typed settings."""
-    settings: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    method, trainer, data, task = settings.method, settings.trainer, settings.data, settings.task
-    _check_ranges(settings, _RANGE_RULES)
-    if method.kind in (MethodKind.lorma, MethodKind.lora, MethodKind.peft_lora, MethodKind.peft_dora):
-        _check_ranges(settings, _ADAPTER_RULES)
+def _check_method(settings: TrainConfig) -> None:
+    """The method's kind is registered, and the settings it declares (``Method.settings``) are valid."""
+    method = settings.method
+    implementation = find_method(method.kind)
+    if implementation is None:
+        raise ConfigError(
+            f"method.kind: {method.kind!r} (method={method.name}) is not a registered method kind. "
+            f"Use one of: {', '.join(method_kinds())}."
+        )
+    used = implementation.settings
+    _check_ranges(settings, tuple(rule for name, rule in _METHOD_RULES.items() if name in used))
+    if "targets" in used:
         _check(
             bool(method.targets),
             "method.targets",
             "is empty",
             "Name the layers to adapt, e.g. method.targets=[q,v] or model.targets=[q,v].",
         )
-    if method.kind == MethodKind.lorma:
+    if "inflation" in used:
         _check(
             method.inflation is not None,
             "inflation",
-            "is not set for a LoRMA method",
-            "Use inflation=rri (LoRMA+), shift (LoRMA_pi) or none.",
+            f"is not set for method={method.name}",
+            f"Use one of: {', '.join(INFLATIONS)} (inflation=rri is LoRMA+, shift LoRMA_pi).",
+        )
+        _check(
+            method.inflation in INFLATIONS,
+            "inflation",
+            f"{method.inflation!r} is not an inflation of the adapter library",
+            f"Use one of: {', '.join(INFLATIONS)}.",
         )
     else:
         _check(
@@ -391,6 +409,18 @@ def validate(cfg: DictConfig) -> TrainConfig:
             f"only applies to LoRMA methods, but method={method.name}",
             "Drop the inflation override or pick method=lorma_plus / lorma_pi / lorma_none.",
         )
+    try:
+        implementation.check(method)
+    except ValueError as error:
+        raise ConfigError(f"method: {error}. Fix the method.* setting it names.") from error
+
+
+def validate(cfg: DictConfig) -> TrainConfig:
+    """Check ranges and cross-field rules that the schema's types cannot express; return typed settings."""
+    settings: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    trainer, data, task = settings.trainer, settings.data, settings.task
+    _check_ranges(settings, _RANGE_RULES)
+    _check_method(settings)
     _check(
         trainer.epochs > 0 or trainer.max_steps is not None,
         "trainer.epochs",
@@ -432,3 +462,57 @@ def validate(cfg: DictConfig) -> TrainConfig:
             "Set task.num_labels to the number of classes.",
         )
     return settings
+
+
+def compose_task(task: str) -> DictConfig:
+    """The training config with ``task=<task>``, composed from conf/ (inside or outside a Hydra app).
+
+    Inside eval.py, Hydra is set up on conf/eval/; it is set aside for this composition and put back
+    afterwards.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[f"task={task}"])
+    except HydraException as error:
+        raise ConfigError(f"task: {error}") from error
+    finally:
+        GlobalHydra.instance().clear()
+        if outer is not None:
+            GlobalHydra.instance().initialize(outer)
+
+
+def load_run_settings(run_dir: Path, options: EvalConfig) -> TrainConfig:
+    """A finished run's own config (its recorded config.yaml), with the task and data settings an
+    evaluation asks for.
+
+    ``task=<name>`` swaps in another task's ``task``, ``data`` and ``generation`` sections (a model trained
+    on MetaMathQA scored on GSM8K); ``data.*`` and ``generation.*`` overrides apply last.
+    """
+    run = RunFolder(run_dir)
+    if not run.config.is_file():
+        raise ConfigError(
+            f"run_dir: {run_dir} has no {CONFIG_FILE}. Point run_dir at a run folder made by train.py."
+        )
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), run.read_config())
+    if options.task:
+        other = compose_task(options.task)
+        if (other.task.problem, other.task.num_labels) != (cfg.task.problem, cfg.task.num_labels):
+            raise ConfigError(
+                f"task: {options.task} is a {other.task.problem} task with {other.task.num_labels} labels; the "
+                f"run trained a {cfg.task.problem} head with {cfg.task.num_labels}. Pick a task of the same kind."
+            )
+        for section in ("task", "data", "generation"):
+            cfg[section] = other[section]
+    for section in ("data", "generation"):
+        overrides = getattr(options, section)
+        try:
+            cfg[section] = OmegaConf.merge(cfg[section], overrides)
+        except Exception as error:  # omegaconf reports unknown keys with their full path
+            raise ConfigError(f"{section}: cannot apply {overrides}: {error}") from error
+    return validate(cfg)

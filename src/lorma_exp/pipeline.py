@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import random
 import sys
@@ -24,33 +23,25 @@ from lorma_exp import __version__
 from lorma_exp.config import (
     ConfigError,
     EvalConfig,
-    MethodKind,
     Strategy,
     TrainConfig,
+    load_run_settings,
     run_stamp,
     validate,
 )
 from lorma_exp.data import build_task_data, family_builder
 from lorma_exp.data.hub import DataLoadError
 from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
-from lorma_exp.methods import (
-    ADAPTER_KINDS,
-    PEFT_KINDS,
-    apply_method,
-    load_trained,
-    parameter_counts,
-    save_trained,
-)
+from lorma_exp.methods import Method, method_for
 from lorma_exp.models import ModelLoadError, load_backbone, load_model_config, load_tokenizer
 from lorma_exp.plots import plot_loss_curve
+from lorma_exp.run_folder import RESULTS_FILE, RunFolder, write_evaluation_record
 from lorma_exp.summary import format_summary
-from lorma_exp.tracking import RunLogger, read_events, wandb_group_and_tags
+from lorma_exp.tracking import RunLogger, wandb_group_and_tags
 from lorma_exp.trainer import Trainer, TrainingInterrupted, TrainResult
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 USER_ERRORS = (ConfigError, ModelLoadError, DataLoadError)
 
 
@@ -90,20 +81,19 @@ def hydra_output_dir(fallback: Path | None) -> Path:
     return fallback
 
 
-def check_run_dir(run_dir: Path, settings: TrainConfig) -> bool:
+def check_run_dir(run: RunFolder, settings: TrainConfig) -> bool:
     """False when a finished run should be skipped; raises when the folder holds work a run would overwrite."""
-    if (run_dir / RESULTS_FILE).exists():
+    if run.is_finished():
         if settings.skip_finished:
-            log.info("%s already holds a finished run: skipping it (skip_finished=true).", run_dir)
+            log.info("%s already holds a finished run: skipping it (skip_finished=true).", run.path)
             return False
         raise ConfigError(
-            f"run_dir: {run_dir} already holds a finished run ({RESULTS_FILE}). Outputs never overwrite an "
+            f"run_dir: {run.path} already holds a finished run ({RESULTS_FILE}). Outputs never overwrite an "
             "earlier run: choose another run_dir, or pass skip_finished=true to skip finished runs."
         )
-    started = (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists()
-    if started and not settings.resume:
+    if run.has_started() and not settings.resume:
         raise ConfigError(
-            f"run_dir: {run_dir} holds an unfinished run. Continue it with resume=true, or choose another run_dir."
+            f"run_dir: {run.path} holds an unfinished run. Continue it with resume=true, or choose another run_dir."
         )
     return True
 
@@ -124,23 +114,15 @@ def preflight(cfg: DictConfig) -> tuple[TrainConfig, DistEnv]:
     return settings, env
 
 
-def run_identity(settings: TrainConfig) -> dict[str, Any]:
+def run_identity(settings: TrainConfig, method: Method) -> dict[str, Any]:
     """What a run is, known before it trains: the first half of results.json, and its wandb tags."""
-    method = settings.method
-    adapted = method.kind in (*ADAPTER_KINDS, *PEFT_KINDS)
-    is_lorma = method.kind == MethodKind.lorma
     paper_cell = settings.paper_cell
     return {
         "task": settings.task.name,
         "model": settings.model.name,
         "model_name_or_path": settings.model.name_or_path,
-        "method": method.name,
-        "kind": method.kind.value,
-        "inflation": method.inflation.value if is_lorma and method.inflation else None,
-        "mode": method.mode.value if is_lorma else None,
-        "r": method.r if adapted else None,
-        "alpha": method.alpha if adapted else None,
-        "targets": list(method.targets) if adapted else None,
+        "method": settings.method.name,
+        **method.run_identity(settings.method),
         "seed": settings.seed,
         "experiment": settings.experiment_name,
         "main_metric": settings.task.main_metric,
@@ -189,23 +171,24 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     """Train one run; returns its results.json record (None when a finished run was skipped)."""
     settings, env = preflight(cfg)
     fallback = Path(settings.run_dir) if settings.run_dir else None
-    run_dir = Path(broadcast_object(str(hydra_output_dir(fallback)), env))
-    if not check_run_dir(run_dir, settings):
+    run = RunFolder(Path(broadcast_object(str(hydra_output_dir(fallback)), env)))
+    if not check_run_dir(run, settings):
         return None
     if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.save_config(cfg)
+    method = method_for(settings.method.kind)
     seed_everything(settings.seed)
     tokenizer = load_tokenizer(settings.model, settings.task.problem)
     task = build_task_data(settings, tokenizer, env)
     model = load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
     seed_everything(settings.seed)  # adapter initialisation depends on the seed alone
-    model = apply_method(model, settings.method)
-    counts = parameter_counts(model, settings.method)
-    identity = run_identity(settings)
-    logger = RunLogger(run_dir, enabled=env.is_main)
+    model = method.apply(model, settings.method)
+    counts = method.parameter_counts(model)
+    identity = run_identity(settings, method)
+    logger = RunLogger(run.path, enabled=env.is_main)
     if settings.logger.wandb:
-        group, tags = wandb_group(identity, run_dir)
+        group, tags = wandb_group(identity, run.path)
         logger.start_wandb(
             settings.logger.wandb_settings,
             OmegaConf.to_container(cfg, resolve=True),
@@ -214,102 +197,55 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
             tags=tags,
         )
 
-    def save(trained: torch.nn.Module, path: Path) -> None:
-        save_trained(trained, path, settings.method, settings.model.name_or_path)
+    def save(trained: torch.nn.Module, folder: Path) -> None:
+        method.save(trained, folder, settings.model.name_or_path)
 
-    trainer = Trainer(settings.trainer, model, task, env, run_dir, settings.seed, logger, save)
-    log.info("Run folder: %s", run_dir)
+    trainer = Trainer(
+        settings.trainer, model, task, env, run, settings.seed, logger, save, method.weights_name
+    )
+    log.info("Run folder: %s", run.path)
     result = trainer.fit(resume=settings.resume)
     record = results_record(identity, result, counts, env)
     if env.is_main:
-        save(trainer.model, run_dir / "adapter")
+        save(trainer.model, run.weights(method.weights_name))
         logger.write_csv()
         title = f"{settings.task.name} · {settings.model.name} · {settings.method.name}"
-        plot_loss_curve(read_events(run_dir), settings.task.main_metric, title, run_dir / "loss_curve.png")
-        (run_dir / RESULTS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        plot_loss_curve(run.read_events(), settings.task.main_metric, title, run.loss_curve)
+        run.write_results(record)
         trainer.finish()
         logger.finish(record)
-        print(format_summary(record, run_dir, task.info))
+        print(format_summary(record, run.path, task.info, method.weights_name))
     return record
-
-
-def load_run_settings(run_dir: Path, options: EvalConfig) -> TrainConfig:
-    """A finished run's own config (config.yaml), with the task and data settings an evaluation asks for.
-
-    ``task=<name>`` swaps in another task's ``task``, ``data`` and ``generation`` sections (a model trained
-    on MetaMathQA scored on GSM8K); ``data.*`` and ``generation.*`` overrides apply last.
-    """
-    config_path = run_dir / "config.yaml"
-    if not config_path.exists():
-        raise ConfigError(
-            f"run_dir: {run_dir} has no config.yaml. Point run_dir at a run folder made by train.py."
-        )
-    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(config_path))
-    if options.task:
-        other = compose_task(options.task)
-        if (other.task.problem, other.task.num_labels) != (cfg.task.problem, cfg.task.num_labels):
-            raise ConfigError(
-                f"task: {options.task} is a {other.task.problem} task with {other.task.num_labels} labels; the "
-                f"run trained a {cfg.task.problem} head with {cfg.task.num_labels}. Pick a task of the same kind."
-            )
-        for section in ("task", "data", "generation"):
-            cfg[section] = other[section]
-    for section in ("data", "generation"):
-        overrides = getattr(options, section)
-        try:
-            cfg[section] = OmegaConf.merge(cfg[section], overrides)
-        except Exception as error:  # omegaconf reports unknown keys with their full path
-            raise ConfigError(f"{section}: cannot apply {overrides}: {error}") from error
-    return validate(cfg)
-
-
-def compose_task(task: str) -> DictConfig:
-    """The training config with ``task=<task>``, composed from conf/ (inside or outside a Hydra app).
-
-    Inside eval.py, Hydra is set up on conf/eval/; it is set aside for this composition and put back
-    afterwards.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-
-    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=[f"task={task}"])
-    except HydraException as error:
-        raise ConfigError(f"task: {error}") from error
-    finally:
-        GlobalHydra.instance().clear()
-        if outer is not None:
-            GlobalHydra.instance().initialize(outer)
 
 
 @exit_on_user_error
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Score a run's saved weights on the chosen splits; writes metrics.json into Hydra's eval folder."""
     options: EvalConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    run_dir = Path(options.run_dir)
-    weights = run_dir / options.weights
+    run = RunFolder(Path(options.run_dir))
+    settings = load_run_settings(run.path, options)
+    method = method_for(settings.method.kind)
+    weights_name = options.weights or method.weights_name
+    weights = run.path / weights_name
     if not weights.is_dir():
-        saved = sorted(p.name for p in run_dir.glob("adapter*") if p.is_dir())
+        saved = run.saved_weights(method.weights_name)
         raise ConfigError(f"weights: {weights} does not exist. Saved weights in this run: {saved or 'none'}.")
-    settings = load_run_settings(run_dir, options)
     if options.splits:
         settings.data.eval_splits = list(options.splits)
     settings.data.limit = 1  # evaluation never reads the training rows: tokenise just one
     env = init_distributed(options.device)
     tokenizer = load_tokenizer(settings.model, settings.task.problem)
     task = build_task_data(settings, tokenizer, env)
-    if settings.method.kind == MethodKind.full_ft:
-        settings.model.name_or_path = str(weights)
-        model = load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
-    else:
-        base = load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
-        model = load_trained(base, weights, settings.method)
+
+    def backbone(name_or_path: str | None) -> torch.nn.Module:
+        model_settings = dataclasses.replace(
+            settings.model, name_or_path=name_or_path or settings.model.name_or_path
+        )
+        return load_backbone(model_settings, settings.task.problem, settings.task.num_labels)
+
+    model = method.load(weights, backbone)
     model.to(env.device)
-    out_dir = hydra_output_dir(run_dir / "evals" / run_stamp())
+    out_dir = hydra_output_dir(run.evaluation(run_stamp()))
     out_dir.mkdir(parents=True, exist_ok=True)
     batch_size = options.batch_size or settings.trainer.eval_batch_size
     scores = {
@@ -320,14 +256,14 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     }
     if env.is_main:
         record = {
-            "run_dir": str(run_dir),
-            "weights": options.weights,
+            "run_dir": str(run.path),
+            "weights": weights_name,
             "task": settings.task.name,
             "paper_task": options.paper_task,
             "splits": scores,
         }
-        (out_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        written = write_evaluation_record(out_dir, record)
         for split, metrics in scores.items():
             print(f"{split:<24} " + "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
-        print(f"metrics: {out_dir / 'metrics.json'}")
+        print(f"metrics: {written}")
     return scores

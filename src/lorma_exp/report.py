@@ -32,6 +32,7 @@ from lorma_exp.analysis.runs import (
 )
 from lorma_exp.analysis.tables import render, table_from_runs
 from lorma_exp.paper import FIGURE5, RESULT_TABLES
+from lorma_exp.run_folder import RESULTS_FILE
 
 TABLE_CHOICES = tuple(name for name in RESULT_TABLES if name != FIGURE5.name)
 
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--task", nargs="+", metavar="T", help="only these tasks")
         command.add_argument("--model", nargs="+", metavar="M", help="only these models")
 
-    table = commands.add_parser("table", help="paper tables from results.json, beside the paper's numbers")
+    table = commands.add_parser("table", help=f"paper tables from {RESULTS_FILE}, beside the paper's numbers")
     table.add_argument(
         "names", nargs="+", choices=TABLE_CHOICES, metavar="NAME", help=", ".join(TABLE_CHOICES)
     )

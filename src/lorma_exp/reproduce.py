@@ -4,7 +4,8 @@
                                          [--launcher basic|joblib|slurm|submitit_slurm] [--smoke] [--dry-run]
 
 (``make reproduce-table2 MODELS=... TASKS=... SEEDS=... LAUNCHER=... SMOKE=1`` calls this.) Every run gets
-a fixed folder, ``<root>/<table>/<model>/<task>/<method>_r.._a.._<mode>_<targets>/seed<k>``, and is launched
+a fixed folder, ``<root>/<table>/<model>/<task>/<method><settings>/seed<k>`` (the run's ``run_name``;
+``<settings>`` is what the method has, e.g. ``_r8_a16_pre_q-v`` for LoRMA, none for full fine-tuning), and is launched
 with ``skip_finished=true resume=true``: re-running after an interruption skips finished runs, continues
 interrupted ones from their checkpoint and starts the missing ones. ``--smoke`` runs the same grid on the
 embedded model and task for a few steps each (one seed unless ``--seeds`` says otherwise), offline.
@@ -13,13 +14,14 @@ embedded model and task for a few steps each (one seed unless ``--seeds`` says o
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from lorma_exp.run_folder import RESULTS_FILE, RunFolder, is_final_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GLUE_TASKS = ("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb")
@@ -232,14 +234,11 @@ def output_root(selection: Selection) -> Path:
 
 def already_evaluated(run_dir: Path, task: str, paper_task: str) -> bool:
     """Whether ``eval.py`` has scored this run's final weights on ``task`` for the ``paper_task`` column."""
-    for path in (run_dir / "evals").glob("*/metrics.json"):
-        record = json.loads(path.read_text())
-        if record.get("weights") == "adapter" and (record.get("task"), record.get("paper_task")) == (
-            task,
-            paper_task,
-        ):
-            return True
-    return False
+    return any(
+        is_final_weights(record.get("weights"))
+        and (record.get("task"), record.get("paper_task")) == (task, paper_task)
+        for _, record in RunFolder(run_dir).evaluation_records()
+    )
 
 
 def evaluation_commands(grid: Grid, selection: Selection) -> list[list[str]]:
@@ -248,7 +247,7 @@ def evaluation_commands(grid: Grid, selection: Selection) -> list[list[str]]:
     extra = grid.smoke_eval_overrides if selection.smoke else ()
     folder = output_root(selection) / grid.name
     commands = []
-    for results in sorted(folder.rglob("results.json")) if pairs else ():
+    for results in sorted(folder.rglob(RESULTS_FILE)) if pairs else ():
         for task, paper_task in pairs:
             if not already_evaluated(results.parent, task, paper_task):
                 run_dir = f"run_dir={results.parent}"

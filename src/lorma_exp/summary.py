@@ -1,7 +1,7 @@
 """The one-screen summary printed when a run ends.
 
 Tasks steer two optional parts through ``TaskData.info``: ``sample_predictions`` names the split whose
-saved predictions (``predictions/<split>.jsonl``, the final evaluation's) are shown, a few examples of
+saved predictions (the final evaluation's, in the run folder's ``predictions/``) are shown, a few examples of
 input and output. A split scored by more than two metrics is shown as a before / final table.
 """
 
@@ -11,6 +11,8 @@ import json
 import textwrap
 from pathlib import Path
 from typing import Any
+
+from lorma_exp.run_folder import RunFolder, prediction_files
 
 SAMPLES_SHOWN = 3
 WIDTH = 78
@@ -54,8 +56,19 @@ def _samples(path: Path) -> list[str]:
     return lines
 
 
-def format_summary(results: dict[str, Any], run_dir: Path, task_info: dict[str, Any]) -> str:
-    """What ran, what it reached and where everything is, in about fifteen lines."""
+def format_summary(
+    results: dict[str, Any], run_dir: Path, task_info: dict[str, Any], weights_name: str
+) -> str:
+    """What ran, what it reached and where everything is (``weights_name``: the method's weights folder),
+    in about fifteen lines."""
+    run = RunFolder(run_dir)
+    outputs = [
+        run.results.name,
+        run.metrics.name,
+        run.loss_curve.name,
+        f"{weights_name}/",
+        run.train_log.name,
+    ]
     counts = results["trainable_params"]
     train = results["train"]
     method = results["method"]
@@ -96,7 +109,7 @@ def format_summary(results: dict[str, Any], run_dir: Path, task_info: dict[str, 
         ("best", best_line),
         ("final", _metrics(results["final"])),
         ("wall time", _duration(train["wall_time_s"])),
-        ("outputs", f"{run_dir}/  (results.json, metrics.jsonl, loss_curve.png, adapter/, train.log)"),
+        ("outputs", f"{run_dir}/  ({', '.join(outputs)})"),
     ]
     final = results["final"]
     as_table = final is not None and sum("/" not in name for name in final["metrics"]) > 2
@@ -106,7 +119,8 @@ def format_summary(results: dict[str, Any], run_dir: Path, task_info: dict[str, 
     if as_table:
         body += _metric_table(results["initial"], final)
     if "sample_predictions" in task_info:
-        body += _samples(run_dir / "predictions" / f"{task_info['sample_predictions']}.jsonl")
+        _, rows = prediction_files(run.predictions, task_info["sample_predictions"])
+        body += _samples(rows)
     title = " lorma-exp: run finished "
     joined = "\n".join(body)
     return f"\n{title:─^{WIDTH}}\n{joined}\n{'─' * WIDTH}"

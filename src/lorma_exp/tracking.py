@@ -18,10 +18,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from lorma_exp.config import WandbConfig
+from lorma_exp.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.jsonl"
 
 RESULTS_SUMMARY_KEY = "results"
 TAG_FIELDS: tuple[str, ...] = ("task", "model", "method", "r", "alpha", "mode", "seed")
@@ -69,20 +68,11 @@ def wandb_mode(requested: str) -> str:
     return "online" if wandb_logged_in() else "offline"
 
 
-def read_events(run_dir: Path) -> list[dict[str, Any]]:
-    """All events of a run folder's metrics.jsonl, in order."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    with path.open() as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 class RunLogger:
     """Appends events to metrics.jsonl and forwards them to wandb (rank 0 only; other ranks do nothing)."""
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
-        self.run_dir = Path(run_dir)
+        self.run = RunFolder(run_dir)
         self.enabled = enabled
         self.wandb_run: Any = None
 
@@ -102,7 +92,7 @@ class RunLogger:
             tags=[*tags, *settings.tags],
             name=name,
             config=config,
-            dir=str(self.run_dir),
+            dir=str(self.run.path),
             mode=mode,
             resume="allow",
             id=self._wandb_id(),
@@ -111,7 +101,7 @@ class RunLogger:
 
     def _wandb_id(self) -> str:
         """One wandb id per run folder, so a resumed run continues the same wandb run."""
-        path = self.run_dir / ".wandb_id"
+        path = self.run.wandb_id
         if path.exists():
             return path.read_text().strip()
         run_id = secrets.token_hex(4)
@@ -121,7 +111,7 @@ class RunLogger:
     def log(self, event: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with (self.run_dir / METRICS_FILE).open("a") as handle:
+        with self.run.metrics.open("a") as handle:
             handle.write(json.dumps(event) + "\n")
         if self.wandb_run is not None:
             prefix = "train" if event["event"] == "train" else f"eval/{event.get('split', '')}"
@@ -136,17 +126,17 @@ class RunLogger:
         """Drop events newer than ``step`` (logged by an interrupted run after its last checkpoint)."""
         if not self.enabled:
             return
-        kept = [event for event in read_events(self.run_dir) if event["step"] <= step]
-        with (self.run_dir / METRICS_FILE).open("w") as handle:
+        kept = [event for event in self.run.read_events() if event["step"] <= step]
+        with self.run.metrics.open("w") as handle:
             handle.writelines(json.dumps(event) + "\n" for event in kept)
 
     def write_csv(self) -> Path | None:
         """metrics.csv: the same events as metrics.jsonl, one column per key."""
         if not self.enabled:
             return None
-        events = read_events(self.run_dir)
+        events = self.run.read_events()
         columns = list(dict.fromkeys(key for event in events for key in event))
-        path = self.run_dir / "metrics.csv"
+        path = self.run.metrics_csv
         with path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()

@@ -33,11 +33,11 @@ from tqdm.auto import tqdm
 from lorma_exp.config import EvalStrategy, Precision, Scheduler, TrainerConfig
 from lorma_exp.data.base import Batch, TaskData
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
+from lorma_exp.run_folder import CONFIG_FILE, RunFolder
 from lorma_exp.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints/last"
 IGNORE_INDEX = -100
 
 
@@ -158,7 +158,11 @@ class _StopRequest:
 
 
 class Trainer:
-    """Trains ``model`` on ``task`` with AdamW; rank 0 writes logs, checkpoints and adapters."""
+    """Trains ``model`` on ``task`` with AdamW; rank 0 writes logs, checkpoints and trained weights.
+
+    ``save_model`` writes the trained weights to a folder (the method's format); the best evaluation's go
+    to the run's ``<weights_name>_best/``, epoch snapshots to ``snapshots/epoch_<k>/``.
+    """
 
     def __init__(
         self,
@@ -166,18 +170,20 @@ class Trainer:
         model: torch.nn.Module,
         task: TaskData,
         env: DistEnv,
-        run_dir: Path,
+        run: RunFolder,
         seed: int,
         logger: RunLogger,
         save_model: Callable[[torch.nn.Module, Path], None],
+        weights_name: str,
     ) -> None:
         self.settings = settings
         self.task = task
         self.env = env
-        self.run_dir = run_dir
+        self.run = run
         self.seed = seed
         self.logger = logger
         self.save_model = save_model
+        self.weights_name = weights_name
         self.model = model.to(env.device)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         if not self.parameters:
@@ -265,8 +271,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write the resume state atomically (a half-written checkpoint never replaces a good one)."""
         if self.env.is_main:
-            target = self.run_dir / CHECKPOINT_DIR
-            staging = target.with_name("last.tmp")
+            target = self.run.last_checkpoint
+            staging = target.with_name(f"{target.name}.tmp")
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
             state = {
@@ -282,8 +288,8 @@ class Trainer:
                 "pending_loss": self._pending_loss,
                 "total_steps": self.total_steps,
             }
-            torch.save(state, staging / "state.pt")
-            old = target.with_name("last.old")
+            torch.save(state, staging / self.run.checkpoint_state.name)
+            old = target.with_name(f"{target.name}.old")
             if target.exists():
                 target.rename(old)
             staging.rename(target)
@@ -292,14 +298,14 @@ class Trainer:
 
     def load_checkpoint(self) -> bool:
         """Restore the resume state if the run folder has one; True when it did."""
-        path = self.run_dir / CHECKPOINT_DIR / "state.pt"
+        path = self.run.checkpoint_state
         if not path.exists():
             return False
         state = torch.load(path, map_location="cpu", weights_only=False)
         if state["total_steps"] != self.total_steps:
             raise ValueError(
                 f"resume: the checkpoint in {path.parent} was made for {state['total_steps']} steps, this "
-                f"config gives {self.total_steps}. Resume with the run's own config.yaml settings."
+                f"config gives {self.total_steps}. Resume with the run's own {CONFIG_FILE} settings."
             )
         named = dict(self.model.named_parameters())
         with torch.no_grad():
@@ -325,7 +331,7 @@ class Trainer:
                     self.model,
                     split,
                     batch_size=self.settings.eval_batch_size,
-                    output_dir=self.run_dir / "predictions" if self.env.is_main else None,
+                    output_dir=self.run.predictions if self.env.is_main else None,
                 )
             self.logger.log(
                 {
@@ -351,7 +357,7 @@ class Trainer:
         if self.step > 0 and improved:
             self.best = record
             if self.env.is_main:
-                self.save_model(self.model, self.run_dir / "adapter_best")
+                self.save_model(self.model, self.run.best_weights(self.weights_name))
         self.last_eval = record
         return record
 
@@ -416,7 +422,7 @@ class Trainer:
             self.logger.truncate_after(self.step)
             log.info("Resumed from step %d of %d", self.step, self.total_steps)
         elif resume:
-            log.info("resume=true but %s has no checkpoint: starting from step 0", self.run_dir)
+            log.info("resume=true but %s has no checkpoint: starting from step 0", self.run.path)
         log.info(
             "Training %d steps (%.2f epochs of %d steps; global batch %d = %d per device × %d accumulation × "
             "%d processes), %d warm-up steps",
@@ -465,10 +471,7 @@ class Trainer:
                         and self.step % self.steps_per_epoch == 0
                         and self.env.is_main
                     ):
-                        self.save_model(
-                            self.model,
-                            self.run_dir / "snapshots" / f"epoch_{self.step // self.steps_per_epoch}",
-                        )
+                        self.save_model(self.model, self.run.snapshot(self.step // self.steps_per_epoch))
                     if self.step < self.total_steps:
                         self.save_checkpoint()
                 elif (
@@ -480,7 +483,7 @@ class Trainer:
                     self.save_checkpoint()
                     bar.close()
                     raise TrainingInterrupted(
-                        f"stopped at step {self.step}; continue with: resume=true run_dir={self.run_dir}"
+                        f"stopped at step {self.step}; continue with: resume=true run_dir={self.run.path}"
                     )
         bar.close()
         return TrainResult(
@@ -516,4 +519,4 @@ class Trainer:
     def finish(self) -> None:
         """Remove the resume state of a finished run (results.json now marks it done)."""
         if self.env.is_main:
-            shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+            shutil.rmtree(self.run.checkpoints, ignore_errors=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lorma_exp.tracking import read_events
+from lorma_exp.run_folder import RunFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,7 +100,7 @@ def test_torchrun_with_two_processes_matches_one_process_with_the_same_global_ba
     assert two["train"]["world_size"] == 2 and one["train"]["world_size"] == 1
     assert one["train"]["steps"] == two["train"]["steps"]
     losses = [
-        [e["loss"] for e in read_events(tmp_path / name) if e["event"] == "train"]
+        [e["loss"] for e in RunFolder(tmp_path / name).read_events() if e["event"] == "train"]
         for name in ("single", "ddp")
     ]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)

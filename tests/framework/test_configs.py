@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import OmegaConfBaseException
 
-from lorma_exp.config import ConfigError, Inflation, MethodKind, Mode, register_configs, validate
+from lorma_exp.config import ConfigError, Mode, register_configs, validate
 from lorma_exp.data.maths import METRICS as MATHS_METRICS
 from lorma_exp.data.nlg import METRICS as NLG_METRICS
 from lorma_exp.metrics.glue import METRICS
@@ -30,7 +30,7 @@ PAPER_MAIN_METRICS = {
     "qnli": "accuracy",
     "rte": "accuracy",
 }
-EXPECTED_INFLATION = {"lorma_plus": Inflation.rri, "lorma_pi": Inflation.shift, "lorma_none": Inflation.none}
+EXPECTED_INFLATION = {"lorma_plus": "rri", "lorma_pi": "shift", "lorma_none": "none"}
 
 
 def test_the_config_groups_hold_what_the_framework_promises() -> None:
@@ -50,7 +50,7 @@ def test_every_task_method_and_mode_composes_and_validates(compose_train, task, 
     settings = validate(compose_train(*overrides))
     assert settings.task.name == task
     assert settings.method.name == method
-    if settings.method.kind == MethodKind.lorma:
+    if settings.method.kind == "lorma":
         assert settings.method.mode == Mode(mode)
         assert settings.method.inflation == EXPECTED_INFLATION[method]
     assert set(settings.task.metrics) <= set(METRICS) | set(MATHS_METRICS) | set(NLG_METRICS)
@@ -75,7 +75,7 @@ def test_top_level_r_alpha_mode_and_inflation_reach_the_method(compose_train) ->
     settings = validate(compose_train("method=lorma_plus", "r=4", "alpha=32", "mode=post", "inflation=shift"))
     assert (settings.method.r, settings.method.alpha) == (4, 32.0)
     assert settings.method.mode == Mode.post
-    assert settings.method.inflation == Inflation.shift
+    assert settings.method.inflation == "shift"
 
 
 def test_the_default_is_lorma_plus_on_the_embedded_model_and_task(compose_train) -> None:
@@ -121,7 +121,6 @@ def test_inflation_with_lora_is_rejected(compose_train) -> None:
     ("override", "message"),
     [
         ("mode=sideways", "sideways"),
-        ("inflation=double", "double"),
         ("trainer.lrr=1e-3", "lrr"),
         ("task=glue_cola", "glue_cola"),
         ("method=lorma_times", "lorma_times"),

@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 
 from lorma_exp import pipeline
 from lorma_exp.data.classification import PaddingCollator
-from lorma_exp.tracking import read_events
+from lorma_exp.methods import method_for
+from lorma_exp.run_folder import RunFolder
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -43,11 +44,11 @@ def test_each_method_trains_and_writes_a_complete_run_folder(compose_train, tiny
     assert record["method"] == method
     final = record["final"]["metrics"]
     assert set(final) == {"accuracy", "f1"} and all(math.isfinite(v) for v in final.values())
-    events = read_events(run_dir)
+    events = RunFolder(run_dir).read_events()
     losses = [e["loss"] for e in events if e["event"] == "train"]
     assert losses and all(math.isfinite(loss) for loss in losses)
     assert any(e["event"] == "eval" and e["step"] == 0 for e in events)  # the untrained model, for reference
-    for name in ("config.yaml", "metrics.csv", "loss_curve.png", "adapter"):
+    for name in ("config.yaml", "metrics.csv", "loss_curve.png", method_for(record["kind"]).weights_name):
         assert (run_dir / name).exists(), name
     assert not (run_dir / "checkpoints").exists()  # resume state is removed once the run has finished
     counts = record["trainable_params"]
@@ -105,7 +106,9 @@ def test_an_interrupted_run_resumes_to_the_same_result(
     for key in ("best", "final", "initial"):
         assert resumed[key] == expected[key]
     assert resumed["train"]["final_loss"] == pytest.approx(expected["train"]["final_loss"], rel=1e-6)
-    assert _comparable(read_events(resumed_dir)) == _comparable(read_events(tmp_path / "straight"))
+    assert _comparable(RunFolder(resumed_dir).read_events()) == _comparable(
+        RunFolder(tmp_path / "straight").read_events()
+    )
 
 
 def test_a_finished_run_is_never_overwritten_and_can_be_skipped(compose_train, tiny_run_overrides):

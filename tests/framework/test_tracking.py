@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lorma_exp import pipeline, tracking
-from lorma_exp.tracking import RunLogger, read_events, wandb_mode
+from lorma_exp.run_folder import RunFolder
+from lorma_exp.tracking import RunLogger, wandb_mode
 
 
 def test_events_round_trip_and_resume_drops_events_after_the_checkpoint(tmp_path):
@@ -17,7 +18,7 @@ def test_events_round_trip_and_resume_drops_events_after_the_checkpoint(tmp_path
         logger.log({"event": "train", "step": step, "loss": 1.0 / step})
     logger.log({"event": "eval", "step": 3, "split": "validation", "accuracy": 0.5})
     logger.truncate_after(2)
-    assert [e["step"] for e in read_events(tmp_path)] == [1, 2]
+    assert [e["step"] for e in RunFolder(tmp_path).read_events()] == [1, 2]
     rows = list(csv.DictReader(logger.write_csv().open()))
     assert [float(row["loss"]) for row in rows] == [1.0, 0.5]
 

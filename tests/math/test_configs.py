@@ -8,8 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lorma_exp.config import GenerationBackend, MethodKind, Mode, Precision, Scheduler
-from lorma_exp.pipeline import load_run_settings
+from lorma_exp.config import GenerationBackend, Mode, Precision, Scheduler, load_run_settings
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -18,7 +17,7 @@ TABLE17_ADAPTERS = {
     "gemma_2b": (4, {"q", "k", "v", "up", "down", "o", "gate"}),
     "llama3_8b": (8, {"up", "down", "o", "gate"}),
 }
-TABLE4_METHODS = {"lorma_plus": MethodKind.lorma, "lora": MethodKind.lora, "peft_dora": MethodKind.peft_dora}
+TABLE4_METHODS = {"lorma_plus": "lorma", "lora": "lora", "peft_dora": "peft_dora"}
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment" / "table4").glob("*.yaml"))
 
 

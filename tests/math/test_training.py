@@ -14,9 +14,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from lorma_exp import pipeline
-from lorma_exp.config import Inflation, MethodConfig, MethodKind, ModelConfig, Problem
+from lorma_exp.config import MethodConfig, ModelConfig, Problem
 from lorma_exp.distributed import DistEnv
-from lorma_exp.methods import apply_method
+from lorma_exp.methods import method_for
 from lorma_exp.models import load_backbone
 from lorma_exp.trainer import Trainer
 
@@ -58,13 +58,13 @@ def _adapter_gradients(tiny_llama_dir: Path, checkpointing: bool) -> dict[str, t
     torch.manual_seed(0)
     method = MethodConfig(
         name="lorma_plus",
-        kind=MethodKind.lorma,
-        inflation=Inflation.rri,
+        kind="lorma",
+        inflation="rri",
         r=4,
         alpha=8,
         targets=["q", "v", "up"],
     )
-    model = apply_method(model, method)
+    model = method_for(method.kind).apply(model, method)
     with torch.no_grad():  # a trained-looking adapter, so that gradients reach both factors
         for parameter in (p for p in model.parameters() if p.requires_grad):
             parameter.add_(0.1 * torch.randn_like(parameter))

@@ -22,7 +22,7 @@ from lorma_exp.adapters import AdapterConfig, inject_adapters, iter_adapter_laye
 from lorma_exp.config import ConfigError, GenerationBackend, GenerationConfig
 from lorma_exp.data import build_task_data
 from lorma_exp.data.generation import generate_texts
-from lorma_exp.generation_backends import require_vllm
+from lorma_exp.data.vllm import require_vllm
 
 from .maths_samples import CPU
 

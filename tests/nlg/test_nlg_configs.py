@@ -15,7 +15,7 @@ import pytest
 from transformers import GPT2LMHeadModel
 
 from lorma_exp.config import DropoutOn, EvalStrategy, Problem, Scheduler
-from lorma_exp.methods import apply_method, parameter_counts
+from lorma_exp.methods import method_for
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 TASKS = {"e2e": 0.9, "webnlg": 0.8, "dart": 0.8}  # task -> Table 16 length penalty
@@ -77,8 +77,9 @@ def test_each_experiment_carries_table_16s_settings(compose_settings, table, tas
 )
 def test_each_experiments_method_applies_to_a_gpt2(compose_settings, tiny_gpt2_dir, table, task, method):
     settings = compose_settings(f"experiment={table}/gpt2_medium_{task}_{method}")
-    model = apply_method(GPT2LMHeadModel.from_pretrained(tiny_gpt2_dir), settings.method)
-    assert parameter_counts(model, settings.method)["adapter"] > 0
+    implementation = method_for(settings.method.kind)
+    model = implementation.apply(GPT2LMHeadModel.from_pretrained(tiny_gpt2_dir), settings.method)
+    assert implementation.parameter_counts(model)["adapter"] > 0
     # LoRMA_π's multiplier has no separate branch: Table 16's dropout can only drop the layer input.
     expected = DropoutOn.input if method == "lorma_pi" else DropoutOn.adapter
     assert settings.method.dropout_on == expected

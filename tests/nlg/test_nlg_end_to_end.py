@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from lorma_exp import pipeline
-from lorma_exp.tracking import read_events
+from lorma_exp.run_folder import RunFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -68,7 +68,7 @@ def test_e2e_from_the_release_files_trains_decodes_scores_and_rescores(
     assert all(math.isfinite(value) for value in final.values())
     assert all(0.0 <= final[name] <= 1.0 for name in ("BLEU", "METEOR", "ROUGE_L"))
     assert record["train"]["steps"] == 6  # 6 pairs, batch 2, 2 epochs
-    losses = [event["loss"] for event in read_events(run_dir) if event["event"] == "train"]
+    losses = [event["loss"] for event in RunFolder(run_dir).read_events() if event["event"] == "train"]
     assert len(losses) == 6 and all(math.isfinite(loss) for loss in losses)
     for split in ("validation", "test"):  # 2 distinct MRs in devset.csv and in testset_w_refs.csv
         assert len((run_dir / "predictions" / f"{split}.hyp.txt").read_text().splitlines()) == 2

@@ -40,7 +40,9 @@ def _record(initial: dict | None, final: dict) -> dict:
 def test_many_metrics_are_a_before_and_final_table(tmp_path: Path):
     before = dict(zip(E2E_NAMES, (0.01, 0.2, 0.03, 0.04, 0.05), strict=True))
     after = dict(zip(E2E_NAMES, (0.61, 7.2, 0.43, 0.64, 3.05), strict=True))
-    text = format_summary(_record(before, {**after, "test/BLEU": 0.5}), tmp_path, {"train_rows": 10})
+    text = format_summary(
+        _record(before, {**after, "test/BLEU": 0.5}), tmp_path, {"train_rows": 10}, "adapter"
+    )
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
     assert rows["metric"] == ["before", "final"]
     for name in E2E_NAMES:
@@ -51,7 +53,7 @@ def test_many_metrics_are_a_before_and_final_table(tmp_path: Path):
 
 def test_a_table_without_an_initial_evaluation_marks_it_missing(tmp_path: Path):
     after = dict.fromkeys(E2E_NAMES, 0.5)
-    text = format_summary(_record(None, after), tmp_path, {})
+    text = format_summary(_record(None, after), tmp_path, {}, "adapter")
     assert any(line.split() == ["BLEU", "—", "0.5000"] for line in text.splitlines())
 
 
@@ -63,7 +65,10 @@ def test_sample_predictions_show_input_and_output_of_the_named_split(tmp_path: P
     (tmp_path / "predictions").mkdir()
     (tmp_path / "predictions" / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = format_summary(
-        _record(None, dict.fromkeys(E2E_NAMES, 0.5)), tmp_path, {"sample_predictions": "validation"}
+        _record(None, dict.fromkeys(E2E_NAMES, 0.5)),
+        tmp_path,
+        {"sample_predictions": "validation"},
+        "adapter",
     )
     lines = [line.strip() for line in text.splitlines()]
     assert "samples    final model, validation:" in lines
@@ -77,7 +82,7 @@ def test_two_metrics_keep_the_one_line_form(tmp_path: Path):
         **_record({"accuracy": 0.5, "f1": 0.4}, {"accuracy": 0.9, "f1": 0.8}),
         "main_metric": "accuracy",
     }
-    text = format_summary(record, tmp_path, {"train_rows": 10})
+    text = format_summary(record, tmp_path, {"train_rows": 10}, "adapter")
     labels = [line.split()[0] for line in text.splitlines() if line.startswith("  ")]
     assert "before" in labels and "final" in labels and "metric" not in labels
     assert "samples" not in labels

@@ -16,10 +16,9 @@ from transformers import BertConfig, BertForSequenceClassification
 from lorma_exp.adapters import AdapterConfig, inject_adapters, iter_adapter_layers, save_adapters
 from lorma_exp.analysis import adapter_updates
 from lorma_exp.analysis.runs import Run, RunDataError, collect_runs
-from lorma_exp.config import EvalConfig, register_configs
-from lorma_exp.methods import apply_method, save_trained
+from lorma_exp.config import CONF_DIR, EvalConfig, load_run_settings, register_configs
+from lorma_exp.methods import method_for
 from lorma_exp.models import load_backbone
-from lorma_exp.pipeline import CONF_DIR, load_run_settings
 from lorma_exp.report import main
 
 from .run_folders import results_json, write_run_folder
@@ -179,11 +178,12 @@ def test_cli_rebuilds_the_backbone_from_the_run_config(tmp_path, capsys):
     folder = write_run_folder(tmp_path / "runs" / "plus", results)
     OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
     settings = load_run_settings(folder, EvalConfig(run_dir=str(folder)))
-    model = apply_method(
+    method = method_for(settings.method.kind)
+    model = method.apply(
         load_backbone(settings.model, settings.task.problem, settings.task.num_labels), settings.method
     )
     set_all_factors(model, random_factors(6))
-    save_trained(model, folder / "adapter", settings.method, settings.model.name_or_path)
+    method.save(model, folder / "adapter", settings.model.name_or_path)
 
     out = tmp_path / "out"
     assert main(["rank", "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0

@@ -6,7 +6,8 @@ adapter layer's ΔW = W' − W (``delta_weight``, base weight orientation) and, 
 multiplier I(BA) (``multiplier``; one per adapted slice of a fused layer). The float64 cast computes ΔW and
 I(BA) from the saved parameters without further rounding; ranks then use the tolerance of the
 parameters' own precision (see ``analysis.rank``). Snapshots are the adapters saved at the end of each
-epoch (``snapshots/epoch_<k>/``).
+epoch (``RunFolder.snapshots``). Only runs whose method saves adapter-library folders
+(``Method.adapter_library``: LoRMA and LoRA) are analysed.
 """
 
 from __future__ import annotations
@@ -27,21 +28,14 @@ from lorma_exp.analysis.render import METHOD_COLOURS, RenderedTable, agg_figure,
 from lorma_exp.analysis.runs import Run, RunDataError, cell_fields
 from lorma_exp.analysis.similarity import compare_updates, random_like
 from lorma_exp.analysis.tables import Observation, build_table, render
-from lorma_exp.config import EvalConfig
+from lorma_exp.config import EvalConfig, load_run_settings
+from lorma_exp.methods import find_method
 from lorma_exp.models import load_backbone
 from lorma_exp.paper import FIGURE7, METHOD_LABEL, TABLE15, PaperRow
-from lorma_exp.pipeline import load_run_settings
-
-ADAPTER_DIR = "adapter"
-SNAPSHOT_DIR = "snapshots"
-_SNAPSHOT_NAME = re.compile(r"epoch_(\d+)")
+from lorma_exp.run_folder import RunFolder
 
 # A fresh base model for a run, as it was before training (same class, heads and dtype as in training).
 BaseModelLoader = Callable[[Run], torch.nn.Module]
-
-# results.json ``kind`` of the runs whose adapters the adapter library saved (PEFT and full fine-tuning
-# runs save other formats).
-ADAPTER_KINDS = ("lorma", "lora")
 
 
 def untrained_backbone(run: Run) -> torch.nn.Module:
@@ -51,9 +45,22 @@ def untrained_backbone(run: Run) -> torch.nn.Module:
     return load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
 
 
+def _adapter_library_method(run: Run) -> bool:
+    method = find_method(run.results.get("kind"))
+    return method is not None and method.adapter_library
+
+
 def adapter_runs(runs: Sequence[Run]) -> list[Run]:
-    """The runs trained with the adapter library (``kind`` lorma or lora)."""
-    return [run for run in runs if run.results.get("kind") in ADAPTER_KINDS]
+    """The runs whose method saves adapter-library folders (LoRMA, LoRA; not PEFT or full fine-tuning)."""
+    return [run for run in runs if _adapter_library_method(run)]
+
+
+def final_adapter(run: Run) -> Path:
+    """The run's end-of-training adapter folder (in the folder its method names)."""
+    method = find_method(run.results.get("kind"))
+    if method is None:
+        raise RunDataError(f"{run.source}: its method kind {run.results.get('kind')!r} is not registered")
+    return RunFolder(_local(run)).weights(method.weights_name)
 
 
 @dataclass(frozen=True)
@@ -93,17 +100,6 @@ def load_updates(run: Run, adapter_dir: Path, load_base_model: BaseModelLoader) 
     return layer_updates(load_adapters(load_base_model(run), adapter_dir))
 
 
-def snapshot_dirs(run: Run) -> list[tuple[int, Path]]:
-    """(epoch, folder) of the run's epoch snapshots, by epoch."""
-    root = _local(run) / SNAPSHOT_DIR
-    found = []
-    for path in root.iterdir() if root.is_dir() else ():
-        match = _SNAPSHOT_NAME.fullmatch(path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
 def _selected(updates: Sequence[LayerUpdate], pattern: re.Pattern[str] | None) -> Iterator[LayerUpdate]:
     return (update for update in updates if pattern is None or pattern.search(update.name))
 
@@ -125,7 +121,7 @@ def delta_rank_tables(
     records, observations = [], []
     for run in runs:
         method = cell_fields(run)["method"]
-        for update in _selected(load_updates(run, _local(run) / ADAPTER_DIR, load_base_model), layer_pattern):
+        for update in _selected(load_updates(run, final_adapter(run), load_base_model), layer_pattern):
             rank = numerical_rank(update.delta_weight, precision=update.precision)
             rows, columns = update.delta_weight.shape
             records.append(
@@ -161,7 +157,7 @@ def multiplier_rank_tables(
     for run in runs:
         method = cell_fields(run)["method"]
         by_layer: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for epoch, snapshot in snapshot_dirs(run):
+        for epoch, snapshot in RunFolder(_local(run)).snapshots():
             for update in _selected(load_updates(run, snapshot, load_base_model), layer_pattern):
                 for slice_name, multiplier in update.multipliers.items():
                     layer = f"{update.name}[{slice_name}]" if slice_name else update.name
@@ -223,7 +219,7 @@ def similarity_report(
 
     def updates_of(run: Run) -> dict[str, LayerUpdate]:
         if run.source not in cache:
-            updates = load_updates(run, _local(run) / ADAPTER_DIR, load_base_model)
+            updates = load_updates(run, final_adapter(run), load_base_model)
             cache[run.source] = {update.name: update for update in _selected(updates, layer_pattern)}
         return cache[run.source]
 

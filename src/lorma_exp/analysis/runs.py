@@ -17,9 +17,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-RESULTS_FILE = "results.json"
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.yaml"
+from lorma_exp.run_folder import METRICS_FILE, RESULTS_FILE, RunFolder, is_final_weights
 
 # results.json fields every report relies on.
 REQUIRED_RESULT_FIELDS: tuple[str, ...] = ("status", "task", "model", "method", "seed", "best", "final")
@@ -58,7 +56,7 @@ class Run:
         evaluation = self.results[checkpoint]
         if evaluation is None:
             raise RunDataError(
-                f"{self.source}: results.json has no '{checkpoint}' evaluation (the run never evaluated)"
+                f"{self.source}: {RESULTS_FILE} has no '{checkpoint}' evaluation (the run never evaluated)"
             )
         return evaluation["metrics"]
 
@@ -66,20 +64,15 @@ class Run:
         """Every event of ``metrics.jsonl``, in file order."""
         if self.folder is None:
             raise RunDataError(
-                f"{self.source}: a wandb run has no metrics.jsonl; analyse its run folder instead"
+                f"{self.source}: a wandb run has no {METRICS_FILE}; analyse its run folder instead"
             )
-        path = self.folder / METRICS_FILE
-        if not path.is_file():
-            raise RunDataError(f"{path}: missing; the trainer writes it while training")
-        events = []
-        with path.open() as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        events.append(json.loads(line))
-                    except json.JSONDecodeError as error:
-                        raise RunDataError(f"{path}:{number}: not a JSON object ({error})") from error
-        return events
+        run = RunFolder(self.folder)
+        if not run.metrics.is_file():
+            raise RunDataError(f"{run.metrics}: missing; the trainer writes it while training")
+        try:
+            return run.read_events()
+        except ValueError as error:
+            raise RunDataError(str(error)) from error
 
     def train_loss_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """(steps, losses) of the ``train`` events, sorted by step; a resumed run's repeated steps keep
@@ -89,7 +82,7 @@ class Run:
             if event.get("event") == "train" and "loss" in event:
                 by_step[int(event["step"])] = float(event["loss"])
         if not by_step:
-            raise RunDataError(f"{self.source}: metrics.jsonl has no train events with a loss")
+            raise RunDataError(f"{self.source}: {METRICS_FILE} has no train events with a loss")
         steps = np.array(sorted(by_step), dtype=np.float64)
         losses = np.array([by_step[int(step)] for step in steps], dtype=np.float64)
         return steps, losses
@@ -119,17 +112,13 @@ def validate_results(results: Mapping[str, Any], source: str) -> None:
     """Raise :class:`RunDataError` naming the first field a report needs that ``results`` lacks."""
     for name in REQUIRED_RESULT_FIELDS:
         if name not in results:
-            raise RunDataError(f"{source}: results.json has no '{name}' field (see docs/architecture.md)")
+            raise RunDataError(f"{source}: {RESULTS_FILE} has no '{name}' field (see docs/architecture.md)")
     for checkpoint in ("best", "final"):
         evaluation = results[checkpoint]
         if evaluation is not None and (not isinstance(evaluation, Mapping) or "metrics" not in evaluation):
             raise RunDataError(
-                f"{source}: results.json '{checkpoint}' must be null or an object with 'metrics'"
+                f"{source}: {RESULTS_FILE} '{checkpoint}' must be null or an object with 'metrics'"
             )
-
-
-def _is_run_folder(path: Path) -> bool:
-    return any((path / name).is_file() for name in (RESULTS_FILE, CONFIG_FILE, METRICS_FILE))
 
 
 def find_run_folders(root: Path) -> Iterator[Path]:
@@ -142,7 +131,7 @@ def find_run_folders(root: Path) -> Iterator[Path]:
         raise FileNotFoundError(f"--runs {root}: not a directory")
     for current, subdirectories, _ in os.walk(root):
         path = Path(current)
-        if _is_run_folder(path):
+        if RunFolder(path).is_run_folder():
             subdirectories.clear()
             yield path
         else:
@@ -155,24 +144,23 @@ def launched_for(config: Mapping[str, Any] | None) -> str | None:
     return paper_cell.get("table") if isinstance(paper_cell, Mapping) else None
 
 
-def _config_table(folder: Path) -> str | None:
-    path = folder / CONFIG_FILE
-    if not path.is_file():
+def _config_table(run: RunFolder) -> str | None:
+    if not run.config.is_file():
         return None
-    return launched_for(OmegaConf.to_container(OmegaConf.load(path)))
+    return launched_for(OmegaConf.to_container(run.read_config()))
 
 
 def load_run_folder(folder: Path) -> Run | UnfinishedRun:
-    path = folder / RESULTS_FILE
-    if not path.is_file():
-        return UnfinishedRun(str(folder), "no results.json", _config_table(folder))
+    run = RunFolder(folder)
+    if not run.results.is_file():
+        return UnfinishedRun(str(folder), f"no {RESULTS_FILE}", _config_table(run))
     try:
-        results = json.loads(path.read_text())
+        results = run.read_results()
     except json.JSONDecodeError as error:
-        raise RunDataError(f"{path}: not valid JSON ({error})") from error
+        raise RunDataError(f"{run.results}: not valid JSON ({error})") from error
     validate_results(results, str(folder))
     if results["status"] != "finished":
-        return UnfinishedRun(str(folder), f"status is {results['status']!r}", _config_table(folder))
+        return UnfinishedRun(str(folder), f"status is {results['status']!r}", _config_table(run))
     return Run(source=str(folder), results=results, folder=folder)
 
 
@@ -189,15 +177,14 @@ def evaluation_runs(run: Run) -> list[Run]:
         return []
     own_cell_task = (run.results.get("paper_cell") or {}).get("task", run.results["task"])
     latest: dict[str, dict[str, Any]] = {}
-    for path in sorted((run.folder / "evals").glob("*/metrics.json")):
-        record = json.loads(path.read_text())
+    for folder, record in RunFolder(run.folder).evaluation_records():
         cell_task = record.get("paper_task") or record.get("task")
         if (
-            record.get("weights") == "adapter"
+            is_final_weights(record.get("weights"))
             and cell_task not in (None, own_cell_task)
             and record.get("splits")
         ):
-            latest[cell_task] = {**record, "source": str(path.parent)}
+            latest[cell_task] = {**record, "source": str(folder)}
     derived = []
     for paper_task, record in sorted(latest.items()):
         metrics = next(iter(record["splits"].values()))

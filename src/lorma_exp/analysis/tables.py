@@ -16,6 +16,7 @@ from typing import Any
 from lorma_exp.analysis.render import SMOKE_TITLE, RenderedTable
 from lorma_exp.analysis.runs import Run, RunDataError, UnfinishedRun, cell_fields, normalise_field
 from lorma_exp.paper import PERCENT, PaperColumn, PaperRow, PaperTable
+from lorma_exp.run_folder import RESULTS_FILE
 
 MISSING = "—"
 
@@ -122,7 +123,7 @@ def _cell_value(table: PaperTable, row: PaperRow, column: PaperColumn, run: Run)
         value = float(metrics[metric])
         if column.scale == PERCENT and abs(value) > 1.0:
             raise RunDataError(
-                f"{run.source}: metric '{metric}' = {value} is not a fraction; results.json stores fractions "
+                f"{run.source}: metric '{metric}' = {value} is not a fraction; {RESULTS_FILE} stores fractions "
                 "(accuracy 0.85, not 85) and reports scale them"
             )
         return value * column.scale, None

@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from lorma_exp.config import GenerationBackend, GenerationConfig
 from lorma_exp.data.base import Batch
 from lorma_exp.distributed import DistEnv, all_gather_objects, broadcast_object
+from lorma_exp.run_folder import prediction_files
 
 IGNORE_INDEX = -100
 
@@ -77,10 +78,10 @@ def generate_texts(
 ) -> list[str]:
     """Decode every prompt (left-padded batches) and return only the newly generated text.
 
-    With ``generation.backend=vllm`` vLLM decodes instead (:mod:`lorma_exp.generation_backends`).
+    With ``generation.backend=vllm`` vLLM decodes instead (:mod:`lorma_exp.data.vllm`).
     """
     if generation.backend == GenerationBackend.vllm:
-        from lorma_exp.generation_backends import generate_with_vllm
+        from lorma_exp.data.vllm import generate_with_vllm
 
         return generate_with_vllm(model, tokenizer, prompts, generation, max_prompt_length)
     device = next(model.parameters()).device
@@ -178,8 +179,9 @@ def save_predictions(
 ) -> None:
     """``<split>.hyp.txt`` (one hypothesis per line, the scorers' format) and ``<split>.jsonl`` (everything)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / f"{split}.hyp.txt").write_text("".join(h.replace("\n", " ") + "\n" for h in hypotheses))
-    with (output_dir / f"{split}.jsonl").open("w") as handle:
+    hypotheses_file, rows_file = prediction_files(output_dir, split)
+    hypotheses_file.write_text("".join(h.replace("\n", " ") + "\n" for h in hypotheses))
+    with rows_file.open("w") as handle:
         for example, hypothesis, record in zip(examples, hypotheses, records, strict=True):
             row = {
                 "id": example["id"],

@@ -299,7 +299,7 @@ def maths_task_data(
     if unknown:
         raise ConfigError(f"task.metrics: {unknown} are not maths metrics. Use names from {list(METRICS)}.")
     if settings.generation.backend == GenerationBackend.vllm:
-        from lorma_exp.generation_backends import require_vllm
+        from lorma_exp.data.vllm import require_vllm
 
         require_vllm()
     evaluator = GenerationEvaluator(

@@ -1,14 +1,15 @@
 """Decoding with vLLM (``generation.backend=vllm``): the trained model handed over as files vLLM can load.
 
 vLLM serves models from a folder, not from a torch module, so the model is exported into a temporary
-folder first, in one of two forms:
+folder first by the method that trained it (``Method.export_for_serving``, the method recognised from the
+model by ``lorma_exp.methods.method_of``):
 
-- **LoRA adapter** (``export_peft_lora``, or PEFT's own ``save_pretrained``) when the trained update is
-  exactly a LoRA update: LoRA, LoRMA₊ (``rri`` inflation) and PEFT LoRA. vLLM loads the base model by name
-  and applies the adapter per request; nothing large is written and the model is not modified.
+- **LoRA adapter** when the trained update is exactly a LoRA update (LoRA, LoRMA₊, PEFT LoRA) and vLLM can
+  serve it (no trained heads, rank at most 512). vLLM loads the base model by name and applies the adapter
+  per request; nothing large is written and the model is not modified.
 - **Merged model** otherwise (LoRMA_π, LoRMA without inflation, DoRA, full fine-tuning): a copy of the model
-  with the adapters folded into its weights (``merge_adapters`` / PEFT's ``merge_and_unload``), saved with
-  ``save_pretrained``. The copy is made on the CPU; the model itself is left as it was.
+  with the adapters folded into its weights, saved with ``save_pretrained``. The copy is made on the CPU;
+  the model itself is left as it was.
 
 While vLLM runs, the torch model waits on the CPU so that vLLM can take the GPU memory it profiles for; it
 goes back to its device afterwards. Decoding is greedy (``temperature=0``) with the prompts tokenised and
@@ -19,7 +20,6 @@ evaluation without torchrun.
 from __future__ import annotations
 
 import contextlib
-import copy
 import gc
 import importlib
 import json
@@ -32,11 +32,10 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from lorma_exp.adapters import export_peft_lora, iter_adapter_layers, merge_adapters
 from lorma_exp.config import ConfigError, GenerationConfig
+from lorma_exp.methods import method_of
 
 log = logging.getLogger(__name__)
 
@@ -84,58 +83,28 @@ def _dtype_name(model: torch.nn.Module) -> str:
     return str(max(set(frozen), key=frozen.count)).removeprefix("torch.")
 
 
-def _base_name(model: torch.nn.Module) -> str:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    name = getattr(base, "name_or_path", "") or getattr(getattr(base, "config", None), "_name_or_path", "")
-    if not name:
-        raise ValueError(
-            "the model does not record which base model it was loaded from (config._name_or_path)"
-        )
-    return str(name)
-
-
 def _vllm_lora_rank(rank: int) -> int | None:
     return next((allowed for allowed in VLLM_LORA_RANKS if allowed >= rank), None)
 
 
-def _is_peft_model(model: torch.nn.Module) -> bool:
-    return isinstance(model, PeftModel)
-
-
-def _exact_lora(model: torch.nn.Module) -> bool:
-    """Whether the trained update is a LoRA update (so a LoRA adapter reproduces the model exactly)."""
-    if _is_peft_model(model):
-        config = next(iter(model.peft_config.values()))
-        return getattr(config, "peft_type", None) == "LORA" and not getattr(config, "use_dora", False)
-    layers = [layer for _, layer in iter_adapter_layers(model)]
-    return bool(layers) and all(
-        layer.adapter_config.method == "lora" or layer.adapter_config.inflation == "rri" for layer in layers
-    )
-
-
-def _write_lora(model: torch.nn.Module, folder: Path) -> int | None:
-    """Write the model's LoRA adapter; its rank, or None when vLLM cannot serve it (heads, rank too high)."""
-    if _is_peft_model(model):
-        model.save_pretrained(folder)
-    else:
-        export_peft_lora(model, folder, base_model_name_or_path=_base_name(model))
+def _lora_settings(folder: Path) -> tuple[str, int | None]:
+    """The base model of a PEFT LoRA adapter folder, and the ``max_lora_rank`` vLLM serves it with (None
+    when vLLM cannot serve it: trained heads, or a rank above 512)."""
     config = json.loads((folder / ADAPTER_CONFIG_FILE).read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{folder / ADAPTER_CONFIG_FILE} does not name the base model the adapter is for")
     if config.get("modules_to_save"):
-        return None
+        return base, None
     ranks = [config["r"], *(config.get("rank_pattern") or {}).values()]
-    return _vllm_lora_rank(max(ranks))
+    return base, _vllm_lora_rank(max(ranks))
 
 
-def _write_merged(model: torch.nn.Module, folder: Path) -> None:
-    """Save the model with every adapter folded in, working on a CPU copy (the model is not changed)."""
-    if not _is_peft_model(model) and not any(True for _ in iter_adapter_layers(model)):
-        model.save_pretrained(folder)
-        return
-    merged = copy.deepcopy(model).cpu()
-    merged = merged.merge_and_unload() if _is_peft_model(merged) else merge_adapters(merged)
-    merged.save_pretrained(folder)
-    del merged
-    gc.collect()
+def _servable(lora: Path) -> bool:
+    if _lora_settings(lora)[1] is None:
+        log.info("vLLM cannot serve this adapter as LoRA (trained heads or rank > 512): merging instead")
+        return False
+    return True
 
 
 def export_for_vllm(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> VllmSource:
@@ -143,21 +112,13 @@ def export_for_vllm(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
     tokenizer_dir = folder / "tokenizer"
     tokenizer.save_pretrained(tokenizer_dir)
     dtype = _dtype_name(model)
-    if _exact_lora(model):
-        lora_dir = folder / "lora"
-        rank = _write_lora(model, lora_dir)
-        if rank is not None:
-            log.info(
-                "vLLM: base model %s with the trained LoRA adapter (max_lora_rank %d)",
-                _base_name(model),
-                rank,
-            )
-            return VllmSource(_base_name(model), str(tokenizer_dir), dtype, str(lora_dir), rank)
-        log.info("vLLM cannot serve this adapter as LoRA (trained heads or rank > 512): merging instead")
-    merged_dir = folder / "merged"
-    _write_merged(model, merged_dir)
-    log.info("vLLM: the merged model, written to %s", merged_dir)
-    return VllmSource(str(merged_dir), str(tokenizer_dir), dtype)
+    export = method_of(model).export_for_serving(model, folder, accept_lora=_servable)
+    if export.is_lora:
+        base, rank = _lora_settings(export.path)
+        log.info("vLLM: base model %s with the trained LoRA adapter (max_lora_rank %d)", base, rank)
+        return VllmSource(base, str(tokenizer_dir), dtype, str(export.path), rank)
+    log.info("vLLM: the merged model, written to %s", export.path)
+    return VllmSource(str(export.path), str(tokenizer_dir), dtype)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,220 @@
+"""The run folder contract (docs/architecture.md): every path and file name inside a run folder.
+
+Training, evaluation, tracking, summaries, reproductions and reports all find a run's files through
+:class:`RunFolder`, so a file is named in one place. The module depends on nothing else of the project.
+
+The weights folders are named by the method that trained the run (``Method.weights_name``: ``adapter``
+for adapters, ``model`` for full fine-tuning): ``<name>/`` holds the weights at the end of training,
+``<name>_best/`` those of the best evaluation, and ``snapshots/epoch_<k>/`` those at the end of epoch k.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_FILE = "config.yaml"
+# Hydra's job log, named after the entry point (train.py -> train.log); eval.py's is eval.log.
+TRAIN_LOG = "train.log"
+METRICS_FILE = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+RESULTS_FILE = "results.json"
+LOSS_CURVE = "loss_curve.png"
+WANDB_ID_FILE = ".wandb_id"
+CHECKPOINTS_DIR = "checkpoints"
+LAST_CHECKPOINT = "last"
+CHECKPOINT_STATE = "state.pt"
+SNAPSHOTS_DIR = "snapshots"
+PREDICTIONS_DIR = "predictions"
+EVALUATIONS_DIR = "evals"
+EVALUATION_RECORD = "metrics.json"
+BEST_SUFFIX = "_best"
+HYPOTHESES_SUFFIX = ".hyp.txt"
+PREDICTION_ROWS_SUFFIX = ".jsonl"
+
+_SNAPSHOT_NAME = re.compile(r"epoch_(\d+)")
+
+
+def snapshot_name(epoch: int) -> str:
+    return f"epoch_{epoch}"
+
+
+def best_weights_name(weights_name: str) -> str:
+    """``adapter`` -> ``adapter_best``: the weights of the best evaluation."""
+    return weights_name + BEST_SUFFIX
+
+
+def is_final_weights(weights: str | None) -> bool:
+    """Whether an evaluation's ``weights`` names the end-of-training weights (``adapter``, ``model``),
+    not the best evaluation's (``*_best``) or a snapshot (``snapshots/epoch_k``)."""
+    return bool(weights) and "/" not in str(weights) and not str(weights).endswith(BEST_SUFFIX)
+
+
+def prediction_files(folder: Path, split: str) -> tuple[Path, Path]:
+    """A generation split's predictions in ``folder`` (the run's ``predictions/`` or an evaluation's
+    folder): ``<split>.hyp.txt``, one hypothesis per line, and ``<split>.jsonl``, one row per example."""
+    return folder / f"{split}{HYPOTHESES_SUFFIX}", folder / f"{split}{PREDICTION_ROWS_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder: where each of its files is, and how to read them."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    # --- files ------------------------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        """The fully resolved config the run was launched with."""
+        return self.path / CONFIG_FILE
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / TRAIN_LOG
+
+    @property
+    def metrics(self) -> Path:
+        """metrics.jsonl: one event per line, appended while training."""
+        return self.path / METRICS_FILE
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / METRICS_CSV
+
+    @property
+    def results(self) -> Path:
+        """results.json, written once when the run finishes: its presence means "finished"."""
+        return self.path / RESULTS_FILE
+
+    @property
+    def loss_curve(self) -> Path:
+        return self.path / LOSS_CURVE
+
+    @property
+    def wandb_id(self) -> Path:
+        """The wandb run id, kept so that a resumed run continues the same wandb run."""
+        return self.path / WANDB_ID_FILE
+
+    # --- folders ----------------------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        """Resume state; removed when the run finishes."""
+        return self.path / CHECKPOINTS_DIR
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / LAST_CHECKPOINT
+
+    @property
+    def checkpoint_state(self) -> Path:
+        return self.last_checkpoint / CHECKPOINT_STATE
+
+    @property
+    def predictions(self) -> Path:
+        """Generation tasks' decoded outputs of the latest evaluation during training."""
+        return self.path / PREDICTIONS_DIR
+
+    @property
+    def evaluations(self) -> Path:
+        return self.path / EVALUATIONS_DIR
+
+    def evaluation(self, stamp: str) -> Path:
+        """The folder of one ``eval.py`` run: its ``metrics.json``, log and predictions."""
+        return self.evaluations / stamp
+
+    def weights(self, weights_name: str) -> Path:
+        """The end-of-training weights, in the folder the method names (``adapter``, ``model``)."""
+        return self.path / weights_name
+
+    def best_weights(self, weights_name: str) -> Path:
+        """The weights of the best evaluation (``adapter_best``, ``model_best``)."""
+        return self.path / best_weights_name(weights_name)
+
+    def snapshot(self, epoch: int) -> Path:
+        """The weights at the end of epoch ``epoch`` (``trainer.snapshot_every_epoch=true``)."""
+        return self.path / SNAPSHOTS_DIR / snapshot_name(epoch)
+
+    def snapshots(self) -> list[tuple[int, Path]]:
+        """(epoch, folder) of every saved epoch snapshot, by epoch."""
+        root = self.path / SNAPSHOTS_DIR
+        found = []
+        for folder in root.iterdir() if root.is_dir() else ():
+            match = _SNAPSHOT_NAME.fullmatch(folder.name)
+            if match and folder.is_dir():
+                found.append((int(match.group(1)), folder))
+        return sorted(found)
+
+    def saved_weights(self, weights_name: str) -> list[str]:
+        """The weights an evaluation can name (``weights=...``), as paths relative to the run folder."""
+        names = [
+            name for name in (weights_name, best_weights_name(weights_name)) if (self.path / name).is_dir()
+        ]
+        return names + [str(folder.relative_to(self.path)) for _, folder in self.snapshots()]
+
+    # --- state ------------------------------------------------------------------------------------------
+    def is_run_folder(self) -> bool:
+        """Whether the folder holds a run (finished or not) rather than, say, a sweep of runs."""
+        return any(path.is_file() for path in (self.results, self.config, self.metrics))
+
+    def is_finished(self) -> bool:
+        return self.results.exists()
+
+    def has_started(self) -> bool:
+        """Whether training wrote anything a new run would overwrite (events or resume state)."""
+        return self.metrics.exists() or self.checkpoints.exists()
+
+    # --- reading and writing ----------------------------------------------------------------------------
+    def save_config(self, cfg: DictConfig) -> None:
+        OmegaConf.save(cfg, self.config, resolve=True)
+
+    def read_config(self) -> DictConfig:
+        """The run's recorded config.yaml, as saved (FileNotFoundError when the run has none)."""
+        loaded = OmegaConf.load(self.config)
+        if not isinstance(loaded, DictConfig):
+            raise ValueError(f"{self.config}: holds a list, not a config")
+        return loaded
+
+    def write_results(self, record: Mapping[str, Any]) -> None:
+        self.results.write_text(json.dumps(record, indent=2) + "\n")
+
+    def read_results(self) -> dict[str, Any]:
+        """results.json as written (FileNotFoundError / json.JSONDecodeError for a missing or broken one)."""
+        return json.loads(self.results.read_text())
+
+    def read_events(self) -> list[dict[str, Any]]:
+        """Every event of metrics.jsonl, in order; none when the run has not logged any (ValueError naming
+        the line for one that is not JSON)."""
+        if not self.metrics.exists():
+            return []
+        events = []
+        with self.metrics.open() as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        events.append(json.loads(line))
+                    except json.JSONDecodeError as error:
+                        raise ValueError(f"{self.metrics}:{number}: not a JSON object ({error})") from error
+        return events
+
+    def evaluation_records(self) -> list[tuple[Path, dict[str, Any]]]:
+        """(folder, metrics.json) of every ``eval.py`` run of this run, oldest first."""
+        return [
+            (path.parent, json.loads(path.read_text()))
+            for path in sorted(self.evaluations.glob(f"*/{EVALUATION_RECORD}"))
+        ]
+
+
+def write_evaluation_record(folder: Path, record: Mapping[str, Any]) -> Path:
+    """An ``eval.py`` run's scores, ``<folder>/metrics.json`` (docs/architecture.md)."""
+    path = folder / EVALUATION_RECORD
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
