@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorma_exp.adapters import AdapterConfig
+from lorma_exp.adapters import INFLATIONS, AdapterConfig
 
 
 def test_lorma_defaults_to_the_papers_rri_pre():
@@ -52,3 +52,24 @@ def test_bad_values_raise_naming_the_field(fields, field_named):
 def test_unknown_keys_in_a_dict_are_refused():
     with pytest.raises(ValueError, match="lora_dim"):
         AdapterConfig.from_dict({"targets": ["q"], "lora_dim": 8})
+
+
+def test_inflations_are_the_registered_lorma_variants():
+    assert INFLATIONS == ("rri", "shift", "none")
+    for inflation in INFLATIONS:
+        assert AdapterConfig(targets=["q"], inflation=inflation).variant.name == inflation
+
+
+@pytest.mark.parametrize(
+    ("fields", "exact"),
+    [
+        ({"method": "lora"}, True),
+        ({"inflation": "rri", "mode": "pre"}, True),
+        ({"inflation": "rri", "mode": "post"}, True),
+        ({"inflation": "shift"}, False),
+        ({"inflation": "none"}, False),
+    ],
+)
+def test_which_updates_export_exactly_to_lora(fields, exact):
+    """method.md §3: LoRA and LoRMA₊ updates are rank-r additive terms; π and no inflation are full rank."""
+    assert AdapterConfig(targets=["q"], **fields).exports_exactly_to_lora is exact

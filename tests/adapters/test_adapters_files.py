@@ -68,7 +68,7 @@ def test_a_weights_file_from_another_method_is_refused(tmp_path):
     lorma = saved(tmp_path, Case("gpt2", "lorma-rri-pre"), "lorma")
     lora = saved(tmp_path, Case("gpt2", "lora"), "lora")
     shutil.copy(lora / "adapter_model.safetensors", lorma / "adapter_model.safetensors")
-    with pytest.raises(ValueError, match=r"holds lora factors .* says method='lorma'"):
+    with pytest.raises(ValueError, match=r"holds factors \['lora_A', 'lora_B'\] but .* says method='lorma'"):
         load_adapters(MODELS["gpt2"].build(), lorma)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from importlib import metadata
 
 import pytest
 import torch
@@ -133,7 +134,8 @@ def test_save_load_round_trip(case: Case, tmp_path) -> None:
         "r": config.r,
         "alpha": config.alpha,
     }
-    assert written["base_model_name_or_path"] == "tiny/base" and written["lorma_exp_version"]
+    assert written["base_model_name_or_path"] == "tiny/base"
+    assert written["lorma_exp_version"] == metadata.version("lorma-exp")
     stored = load_file(tmp_path / "adapter_model.safetensors")
     assert set(stored) == {n for n, p in model.named_parameters() if p.requires_grad}
     loaded = load_adapters(case.spec.build(), tmp_path)

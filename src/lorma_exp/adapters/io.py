@@ -12,15 +12,16 @@ import json
 import logging
 import re
 from collections import Counter
+from importlib import metadata
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .. import __version__
+from .base_layers import is_conv1d
 from .config import AdapterConfig
-from .layers import AdapterLayer, is_conv1d
+from .layers import AdapterLayer
 from .model import (
     build_layers,
     injection_of,
@@ -36,7 +37,8 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 #: Keys of our adapter_config.json that describe the checkpoint rather than the `AdapterConfig`.
 _METADATA_KEYS = ("base_model_name_or_path", "lorma_exp_version", "adapted_layers", "heads")
 _PEFT_PREFIX = "base_model.model."
-_FACTOR_NAMES = {"lorma": ("lorma_A", "lorma_B"), "lora": ("lora_A", "lora_B")}
+#: The distribution whose version `save_adapters` records.
+_DISTRIBUTION = "lorma-exp"
 _MISMATCHES_SHOWN = 5
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,14 @@ def _base_model_name(model: nn.Module, given: str | None) -> str | None:
     config = getattr(model, "config", None)
     name = getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", None)
     return name or None
+
+
+def _library_version() -> str | None:
+    """The installed lorma-exp version, or `None` where the library runs uninstalled (copied into a tree)."""
+    try:
+        return metadata.version(_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def save_adapters(
@@ -64,7 +74,7 @@ def save_adapters(
     metadata = {
         **injection.config.to_dict(),
         "base_model_name_or_path": _base_model_name(model, base_model_name_or_path),
-        "lorma_exp_version": __version__,
+        "lorma_exp_version": _library_version(),
         "adapted_layers": injection.slice_names(),
         "heads": list(injection.heads),
     }
@@ -93,7 +103,7 @@ def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
     install(model, injection, layers)
     try:
         expected = saved_parameters(model)
-        _check_weights(directory, config, base_name, expected, tensors)
+        _check_weights(directory, config, base_name, layers, expected, tensors)
     except ValueError:
         uninstall(model, layers, requires_grad)
         raise
@@ -139,18 +149,21 @@ def _check_weights(
     directory: Path,
     config: AdapterConfig,
     base_name: str | None,
+    layers: dict[str, AdapterLayer],
     expected: dict[str, nn.Parameter],
     tensors: dict[str, torch.Tensor],
 ) -> None:
     weights = directory / WEIGHTS_FILE
     unexpected = sorted(set(tensors) - set(expected))
     missing = sorted(set(expected) - set(tensors))
-    for method, names in _FACTOR_NAMES.items():
-        if method != config.method and any(key.rsplit(".", 1)[-1] in names for key in unexpected):
-            raise ValueError(
-                f"{weights} holds {method} factors {names} but {CONFIG_FILE} says method={config.method!r}: "
-                "the two files come from different runs"
-            )
+    # A tensor under an adapted layer that is not one of its factors: saved by another method or variant.
+    foreign = sorted({key.rsplit(".", 1)[-1] for key in unexpected if key.rsplit(".", 1)[0] in layers})
+    if foreign:
+        factor_names = list(next(iter(layers.values())).factor_names)
+        raise ValueError(
+            f"{weights} holds factors {foreign} but {CONFIG_FILE} says {config.variant.describe()}, whose "
+            f"factors are {factor_names}: the two files come from different runs"
+        )
     if unexpected or missing:
         raise ValueError(
             f"{weights} does not match {CONFIG_FILE}: missing {missing[:_MISMATCHES_SHOWN]}, unexpected "
@@ -177,9 +190,10 @@ def export_peft_lora(
     """Write the adapted model as a standard PEFT LoRA adapter (heads and trained biases included), so
     that `peft.PeftModel.from_pretrained(base_model, directory)` computes what `model` computes.
 
-    LoRA and LoRMA₊ (`rri`) updates are exactly rank r: pre `ΔW = s·B·(A·W)`, post `ΔW = s·(W·B)·A`, so the
-    export is exact (a fused GPT-2 layer exports at rank r per adapted slice). `shift` and `none` updates
-    are full rank: they export only with `lossy_rank=k`, as a truncated SVD of `W' − W`.
+    Where `AdapterConfig.exports_exactly_to_lora` holds (LoRA, and LoRMA₊ `rri`: pre `ΔW = s·B·(A·W)`,
+    post `ΔW = s·(W·B)·A`) the update is exactly rank r and the export is exact (a fused GPT-2 layer
+    exports at rank r per adapted slice). Other variants' updates are full rank: they export only with
+    `lossy_rank=k`, as a truncated SVD of `W' − W`.
 
     Returns each layer's relative Frobenius error `‖ΔW − ΔW_k‖ / ‖ΔW‖` (0.0 for exact exports).
     """
@@ -188,18 +202,18 @@ def export_peft_lora(
         raise ValueError("the model holds no adapters to export (merged models cannot be exported)")
     config = injection.config
     layers = dict(iter_adapter_layers(model))
-    exact = config.method == "lora" or config.inflation == "rri"
+    exact = config.exports_exactly_to_lora
     if lossy_rank is not None:
         if isinstance(lossy_rank, bool) or not isinstance(lossy_rank, int) or lossy_rank <= 0:
             raise ValueError(f"lossy_rank={lossy_rank!r} must be a positive integer")
         if exact:
             raise ValueError(
-                f"this adapter ({_describe(config)}) exports exactly at rank r; leave lossy_rank out"
+                f"this adapter ({config.variant.describe()}) exports exactly at rank r; leave lossy_rank out"
             )
     elif not exact:
         raise ValueError(
-            f"{_describe(config)} updates W' − W are full rank (the multiplier is not I plus a rank-r term), so "
-            "no LoRA adapter represents them exactly; pass lossy_rank=k to export a truncated SVD (the "
+            f"{config.variant.describe()} updates W' − W are full rank (the multiplier is not I plus a rank-r "
+            "term), so no LoRA adapter represents them exactly; pass lossy_rank=k to export a truncated SVD (the "
             "relative error of each layer is returned)"
         )
     tensors: dict[str, torch.Tensor] = {}
@@ -211,8 +225,9 @@ def export_peft_lora(
         tensors[f"{_PEFT_PREFIX}{name}.lora_A.weight"] = lora_a.to(dtype).contiguous().cpu()
         tensors[f"{_PEFT_PREFIX}{name}.lora_B.weight"] = lora_b.to(dtype).contiguous().cpu()
         ranks[name] = lora_a.shape[0]
+    factors = {f"{name}.{factor}" for name, layer in layers.items() for factor in layer.factor_names}
     for name, parameter in saved_parameters(model).items():
-        if not name.endswith(tuple(_FACTOR_NAMES[config.method])):
+        if name not in factors:
             tensors[_PEFT_PREFIX + name] = parameter.detach().contiguous().cpu()
     rank = Counter(ranks.values()).most_common(1)[0][0]
     pattern = {re.escape(name): layer_rank for name, layer_rank in ranks.items() if layer_rank != rank}
@@ -248,10 +263,6 @@ def export_peft_lora(
             worst,
         )
     return errors
-
-
-def _describe(config: AdapterConfig) -> str:
-    return "method='lora'" if config.method == "lora" else f"inflation={config.inflation!r}"
 
 
 def _lora_factors(layer: AdapterLayer, lossy_rank: int | None) -> tuple[torch.Tensor, torch.Tensor, float]:
