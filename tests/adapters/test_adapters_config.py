@@ -6,6 +6,8 @@ import pytest
 
 from lorma_exp.adapters import INFLATIONS, AdapterConfig
 
+from .cases import METHODS
+
 
 def test_lorma_defaults_to_the_papers_rri_pre():
     config = AdapterConfig(targets=["q", "v"])
@@ -55,21 +57,16 @@ def test_unknown_keys_in_a_dict_are_refused():
 
 
 def test_inflations_are_the_registered_lorma_variants():
-    assert INFLATIONS == ("rri", "shift", "none")
+    expected = {method.fields["inflation"] for method in METHODS.values() if "inflation" in method.fields}
+    assert set(INFLATIONS) == expected and INFLATIONS[:3] == ("rri", "shift", "none")
     for inflation in INFLATIONS:
         assert AdapterConfig(targets=["q"], inflation=inflation).variant.name == inflation
 
 
-@pytest.mark.parametrize(
-    ("fields", "exact"),
-    [
-        ({"method": "lora"}, True),
-        ({"inflation": "rri", "mode": "pre"}, True),
-        ({"inflation": "rri", "mode": "post"}, True),
-        ({"inflation": "shift"}, False),
-        ({"inflation": "none"}, False),
-    ],
-)
-def test_which_updates_export_exactly_to_lora(fields, exact):
-    """method.md §3: LoRA and LoRMA₊ updates are rank-r additive terms; π and no inflation are full rank."""
-    assert AdapterConfig(targets=["q"], **fields).exports_exactly_to_lora is exact
+@pytest.mark.parametrize("method_name", list(METHODS))
+def test_which_updates_export_exactly_to_lora(method_name):
+    """method.md §3: LoRA and LoRMA₊ updates are rank-r additive terms; π, no inflation and a row
+    magnitude are full rank (the expectation of each method is written in cases.py)."""
+    method = METHODS[method_name]
+    config = AdapterConfig(targets=["q"], **method.fields)
+    assert config.exports_exactly_to_lora is method.exact_lora_export

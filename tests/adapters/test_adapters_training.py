@@ -19,10 +19,10 @@ from lorma_exp.adapters import (
     merge_adapters,
 )
 
-from .cases import MODELS, Case, perturb_adapters, relative_error
+from .cases import METHODS, MODELS, Case, perturb_adapters, relative_error
 
 BF16_TOLERANCE = 5e-2  # bf16 keeps 8 bits of mantissa: a few 1e-3 per operation, accumulated over layers
-TRAINING_METHODS = ["lorma-rri-pre", "lorma-rri-post", "lorma-shift-pre", "lorma-none-post", "lora"]
+TRAINING_METHODS = list(METHODS)
 
 
 def adapted_llama(method_name: str) -> nn.Module:

@@ -329,5 +329,56 @@ class NoInflation(Lorma):
         )
 
 
+@register
+class RankInflationWithMagnitude(RankInflation):
+    """Experimental, not in the paper: LoRMA₊ with a learnable magnitude per output row,
+    `W' = diag(g)·(I + s·B·A)·W` (pre) or `diag(g)·W·(I + s·B·A)` (post), as DoRA adds a magnitude to
+    LoRA. `g` has the slice's d_out entries and starts at ones, so `W' = W` exactly at init.
+
+    Training rescales LoRMA₊'s output `y` (its activation form, no `W'` built) row-wise as
+    `y + (g − 1)·(y − b)`: the magnitude never multiplies the bias, and at `g = 1` the correction is an
+    exact zero. Autograd keeps one output-sized tensor (`y − b`) more than LoRMA₊, for the gradient of `g`.
+    `diag(g)` makes the update full rank, so it exports to LoRA only lossily; unmerge divides the rows by
+    `g`, then inverts `I + s·B·A` as LoRMA₊ does. `multiplier()` is `I + s·B·A`, without the magnitude."""
+
+    name = "rri_magnitude"
+    magnitude = "lorma_magnitude"
+    exports_exactly_to_lora = False
+
+    def factor_shapes(self, rows: int, d_in: int) -> dict[str, tuple[int, ...]]:
+        return {**super().factor_shapes(rows, d_in), self.magnitude: (rows,)}
+
+    def initialise(self, factors: Factors) -> None:
+        super().initialise(factors)
+        nn.init.ones_(factors[self.magnitude])
+
+    def forward(self, layer: AdapterLayer, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(layer, x)
+        gains = [factors[self.magnitude] - 1 for _, factors in layer.slice_factors()]
+        if layer.is_sliced:  # rows outside the adapted slices keep their frozen output: gain 0
+            gains = [
+                gains[0].new_zeros(stop - start) if index is None else gains[index]
+                for start, stop, index in layer.segments()
+            ]
+        gain = torch.cat(gains).to(out.dtype)
+        bias = layer.base_layer.bias
+        frozen_output = out if bias is None else out - bias.to(out.dtype)
+        return torch.addcmul(out, gain, frozen_output)
+
+    def update(self, factors: Factors, weight: torch.Tensor) -> torch.Tensor:
+        # diag(g)·(W + Δ) − W = Δ + (g − 1)·(W + Δ): exactly zero at g = 1, Δ = 0.
+        delta = super().update(factors, weight)
+        return delta + (factors[self.magnitude] - 1)[:, None] * (weight + delta)
+
+    def restore(self, factors: Factors, merged: torch.Tensor) -> torch.Tensor:
+        magnitude = factors[self.magnitude]
+        if not bool(magnitude.all()):
+            raise ValueError(
+                "inflation='rri_magnitude': the magnitude has zero entries, so merging zeroed those rows of the "
+                "weight and the original cannot be recovered; keep an unmerged copy of the model instead"
+            )
+        return super().restore(factors, merged / magnitude[:, None])
+
+
 #: LoRMA's rank inflations, the values `AdapterConfig.inflation` accepts, in registration order.
 INFLATIONS: tuple[str, ...] = tuple(name for name, variant in VARIANTS.items() if variant.method == "lorma")
