@@ -8,6 +8,7 @@ the heads and the trained biases under their names in the adapted model; the PEF
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -16,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -39,6 +41,9 @@ _METADATA_KEYS = ("base_model_name_or_path", "lorma_exp_version", "adapted_layer
 _PEFT_PREFIX = "base_model.model."
 #: The distribution whose version `save_adapters` records.
 _DISTRIBUTION = "lorma-exp"
+#: The key of adapter_config.json holding file name -> sha256 of the files saved beside it.
+_CHECKSUMS_KEY = "sha256"
+_HASH_CHUNK_BYTES = 1 << 20
 _MISMATCHES_SHOWN = 5
 
 logger = logging.getLogger(__name__)
@@ -65,39 +70,47 @@ def save_adapters(
     model: nn.Module, directory: str | Path, base_model_name_or_path: str | None = None
 ) -> Path:
     """Write the adapters, heads and trained biases of `model` to `directory` (created if needed):
-    `adapter_config.json` (the `AdapterConfig` fields, the base model's name or path, the lorma_exp
-    version, the adapted layers and heads) and `adapter_model.safetensors`. Returns the directory."""
+    `adapter_model.safetensors`, then `adapter_config.json` (the `AdapterConfig` fields, the base model's
+    name or path, the lorma_exp version, the adapted layers and heads, and the sha256 of the weights file,
+    which `load_adapters` verifies). Returns the directory."""
     injection = injection_of(model)
     tensors = {name: p.detach().cpu().contiguous() for name, p in saved_parameters(model).items()}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    metadata = {
+    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    record = {
         **injection.config.to_dict(),
         "base_model_name_or_path": _base_model_name(model, base_model_name_or_path),
         "lorma_exp_version": _library_version(),
         "adapted_layers": injection.slice_names(),
         "heads": list(injection.heads),
+        _CHECKSUMS_KEY: {WEIGHTS_FILE: _sha256(directory / WEIGHTS_FILE)},
     }
-    (directory / CONFIG_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return directory
 
 
-def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
+def load_adapters(
+    model: nn.Module, directory: str | Path, base_model_name_or_path: str | None = None
+) -> nn.Module:
     """Inject the adapters saved in `directory` into `model` (a fresh base model) and load their weights,
     heads and biases. Returns `model`, which then computes what the saved model computed.
 
     Fails with `ValueError`, leaving `model` as it was, when the directory holds a PEFT adapter, when the
-    model's layers or shapes differ from the saved ones, or when the weights file does not match the config
-    (e.g. it comes from another method).
+    weights file is not the one `save_adapters` wrote (its sha256 differs: flipped bytes, a truncated copy),
+    when the model's layers or shapes differ from the saved ones, or when the weights file does not match
+    the config (e.g. it comes from another method). Warns when the base model's name or path (given, or
+    the model's `config._name_or_path`) differs from the one recorded at saving, naming both.
     """
     directory = Path(directory)
     data = _read_config(directory)
     base_name = data.get("base_model_name_or_path")
-    config = AdapterConfig.from_dict({key: value for key, value in data.items() if key not in _METADATA_KEYS})
+    _warn_if_other_base(directory, base_name, _base_model_name(model, base_model_name_or_path))
+    fields = {key: value for key, value in data.items() if key not in (*_METADATA_KEYS, _CHECKSUMS_KEY)}
+    config = AdapterConfig.from_dict(fields)
     injection = plan_injection(model, config)
     _check_layers(directory, data, injection.slice_names(), list(injection.heads))
-    tensors = load_file(str(directory / WEIGHTS_FILE))
+    tensors = _read_weights(directory, data.get(_CHECKSUMS_KEY))
     requires_grad = {id(p): p.requires_grad for p in model.parameters()}
     layers = build_layers(model, injection)
     install(model, injection, layers)
@@ -111,6 +124,50 @@ def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
         for name, parameter in expected.items():
             parameter.copy_(tensors[name])
     return model
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _warn_if_other_base(directory: Path, recorded: str | None, current: str | None) -> None:
+    if recorded and current and recorded != current:
+        logger.warning(
+            "the adapter in %s was saved from base model %r but is being loaded onto %r; unless these are the "
+            "same weights, it will compute something else than it did in training",
+            directory,
+            recorded,
+            current,
+        )
+
+
+def _read_weights(directory: Path, checksums: dict[str, str] | None) -> dict[str, torch.Tensor]:
+    """The tensors of the weights file, after checking its sha256 against the one recorded at saving."""
+    path = directory / WEIGHTS_FILE
+    recorded = (checksums or {}).get(WEIGHTS_FILE)
+    if recorded is None:
+        logger.warning(
+            "%s records no sha256 of %s (saved before lorma-exp recorded checksums): the file's integrity "
+            "cannot be checked; save the adapter again to record one",
+            directory / CONFIG_FILE,
+            WEIGHTS_FILE,
+        )
+    else:
+        actual = _sha256(path)
+        if actual != recorded:
+            raise ValueError(
+                f"{path} is not the file save_adapters wrote: its sha256 is {actual}, {CONFIG_FILE} recorded "
+                f"{recorded} (flipped bytes, a truncated or interrupted copy, or a file from another run); "
+                "copy the adapter folder again from a good source"
+            )
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
 
 
 def _check_layers(directory: Path, data: dict, layers: dict, heads: list[str]) -> None:
