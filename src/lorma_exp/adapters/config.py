@@ -39,7 +39,8 @@ class AdapterConfig:
     - `targets`: a list of exact module names, dotted suffixes or family aliases (`q k v o up down gate`),
       a single full-match regular expression string, or `"all-linear"`.
     - `dropout`, `dropout_on`: dropout probability, applied to the adapter branch only (`"adapter"`, as
-      LoRA does) or to the whole layer input, frozen path included (`"input"`, the authors' NLU code).
+      LoRA does) or to the whole layer input, frozen path included (`"input"`, the authors' code; on a
+      fused layer only the input of the adapted slices, as their dropout touched adapted layers only).
     - `bias`: which biases train: `"none"`, `"all"`, or those of adapted layers (`"adapter"`).
     - `modules_to_save`: modules trained in full (task heads). `None` picks the model family's fresh
       heads (`classifier`, `score`, `qa_outputs`, where present); `[]` trains no head.

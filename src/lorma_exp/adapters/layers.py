@@ -146,9 +146,28 @@ class AdapterLayer(nn.Module):
     # --- forward ----------------------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.adapter_config.dropout_on == "input":
-            x = self.dropout(x)
-        return self.variant.forward(self, x)
+        if self.adapter_config.dropout_on != "input":
+            return self.variant.forward(self, x)
+        out = self.variant.forward(self, self.dropout(x))
+        if self.is_sliced and self.training and self.adapter_config.dropout > 0:
+            out = self._frozen_rows_from(x, out)
+        return out
+
+    def _frozen_rows_from(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """`out` with the rows no slice adapts (GPT-2's k) recomputed from the clean input `x`.
+
+        Input dropout is the authors' whole-input dropout, which touched only adapted layers: on a fused
+        layer only what feeds the adapted slices is dropped. The frozen rows are computed again rather than
+        threaded through every variant's forward: one extra frozen-slice product in training."""
+        weight = weight_matrix(self.base_layer)
+        bias = self.base_layer.bias
+        parts = [
+            out[..., start:stop]
+            if index is not None
+            else F.linear(x, weight[start:stop], None if bias is None else bias[start:stop]).to(out.dtype)
+            for start, stop, index in self.segments()
+        ]
+        return torch.cat(parts, dim=-1)
 
     def segments(self) -> list[tuple[int, int, int | None]]:
         """`(start, stop, slice index or None)` covering all output rows in order."""
