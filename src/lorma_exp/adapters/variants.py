@@ -246,11 +246,11 @@ class ShiftInflation(Lorma):
             return self.scale * pi(factors[self.factor_b] @ factor_a)
 
     def update_multiplier(self, factors: Factors) -> torch.Tensor:
-        product = pi(self.scale * (factors[self.factor_b] @ factors[self.factor_a]))
-        return product - torch.eye(product.shape[0], dtype=product.dtype, device=product.device)
+        multiplier = self.shift_multiplier(factors)
+        return multiplier - torch.eye(multiplier.shape[0], dtype=multiplier.dtype, device=multiplier.device)
 
     def restore(self, factors: Factors, merged: torch.Tensor) -> torch.Tensor:
-        multiplier = self.scale * pi(factors[self.factor_b] @ factors[self.factor_a])
+        multiplier = self.shift_multiplier(factors)
         if self.pre:
             return torch.linalg.solve(multiplier, merged)
         return torch.linalg.solve(multiplier.T, merged.T).T
