@@ -33,7 +33,8 @@ Factors = dict[str, torch.Tensor]
 
 class Variant:
     """The maths of one adapter method, bound to its `AdapterConfig`. Subclasses set the class attributes
-    and implement `initialise`, `forward`, and `update` or (LoRMA) `update_multiplier`."""
+    and implement `factor_shapes`, `initialise`, `forward`, `update` (LoRMA: `update_multiplier`) and
+    `restore`, plus `lora_factors` where `exports_exactly_to_lora`."""
 
     #: `AdapterConfig.method` this variant belongs to.
     method: ClassVar[str]
