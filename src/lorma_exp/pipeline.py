@@ -243,7 +243,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         )
         return load_backbone(model_settings, settings.task.problem, settings.task.num_labels)
 
-    model = method.load(weights, backbone)
+    model = method.load(weights, backbone, settings.model.name_or_path)
     model.to(env.device)
     out_dir = hydra_output_dir(run.evaluation(run_stamp()))
     out_dir.mkdir(parents=True, exist_ok=True)
