@@ -14,9 +14,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from lorma_exp import pipeline
-from lorma_exp.adapters import AdapterConfig, inject_adapters, iter_adapter_layers
-from lorma_exp.adapters.config import INFLATIONS
-from lorma_exp.adapters import INFLATIONS
+from lorma_exp.adapters import INFLATIONS, AdapterConfig, inject_adapters, iter_adapter_layers
 from lorma_exp.config import ConfigError, validate
 from lorma_exp.methods import (
     IDENTITY_FIELDS,
