@@ -30,7 +30,7 @@ from lorma_exp.config import (
     run_stamp,
     validate,
 )
-from lorma_exp.data import build_task_data, family_builder
+from lorma_exp.data import build_task_data, check_task
 from lorma_exp.data.hub import DataLoadError
 from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
 from lorma_exp.methods import (
@@ -111,7 +111,7 @@ def check_run_dir(run_dir: Path, settings: TrainConfig) -> bool:
 def preflight(cfg: DictConfig) -> tuple[TrainConfig, DistEnv]:
     """Every cheap check, before any data or weights are touched."""
     settings = validate(cfg)
-    family_builder(settings.task.family)
+    check_task(settings.task)
     env = init_distributed(settings.trainer.device)
     if settings.trainer.strategy == Strategy.ddp and not env.distributed:
         raise ConfigError(

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import datasets
 
-from lorma_exp.data.generation import IGNORE_INDEX
+from lorma_exp.data.base import IGNORE_INDEX
 from lorma_exp.data.maths import (
     Columns,
-    Problem,
+    MathProblem,
     encode_training_rows,
     evaluation_example,
     format_prompt,
     gsm8k_solution,
-    judged_text,
     parse_competition_math,
     parse_gsm8k,
     parse_metamathqa,
     score_math,
     training_target,
 )
+from lorma_exp.metrics.math import judged_text
 
 from .maths_samples import GSM8K_ROWS, MATH_ROWS, metamathqa_rows
 
@@ -93,10 +93,10 @@ def test_a_generation_is_judged_up_to_where_it_starts_a_new_prompt_block() -> No
 
 def test_scoring_counts_correct_and_answered_generations() -> None:
     examples = [
-        evaluation_example("a", Problem("q", "s", "72", "gsm8k")),
-        evaluation_example("b", Problem("q", "s", "\\frac{3}{4}", "math")),
-        evaluation_example("c", Problem("q", "s", "10", "gsm8k")),
-        evaluation_example("d", Problem("q", "s", "5", "math")),
+        evaluation_example("a", MathProblem("q", "s", "72", "gsm8k")),
+        evaluation_example("b", MathProblem("q", "s", "\\frac{3}{4}", "math")),
+        evaluation_example("c", MathProblem("q", "s", "10", "gsm8k")),
+        evaluation_example("d", MathProblem("q", "s", "5", "math")),
     ]
     hypotheses = [
         "48 + 24 = 72 clips.\nThe answer is: 72",  # right
@@ -112,7 +112,7 @@ def test_scoring_counts_correct_and_answered_generations() -> None:
 
 
 def test_an_evaluation_example_prompts_with_the_question_and_keeps_the_reference() -> None:
-    problem = Problem("What is 1 + 1?", "1 + 1 = 2.\nThe answer is: 2", "2", "gsm8k")
+    problem = MathProblem("What is 1 + 1?", "1 + 1 = 2.\nThe answer is: 2", "2", "gsm8k")
     example = evaluation_example("test-0", problem)
     assert example["prompt"] == format_prompt(problem.question)
     assert example["target"] == training_target(problem)

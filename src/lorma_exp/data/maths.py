@@ -1,7 +1,7 @@
 r"""Maths word problems (the paper's Table 4): MetaMathQA for training, GSM8K and MATH for evaluation, and
 reasoning-gym's ``gsm_symbolic`` as the offline default.
 
-Every source is reduced to :class:`Problem` (question, worked solution, final answer, answer format) and
+Every source is reduced to :class:`MathProblem` (question, worked solution, final answer, answer format) and
 then treated alike. The prompt is the Alpaca-style instruction prompt of MetaMath's evaluation, ending in
 "Let's think step by step."; the training target is the worked solution, closing with MetaMathQA's answer
 sentence "The answer is: <answer>", and only its tokens count in the loss. Evaluation decodes greedily,
@@ -46,8 +46,7 @@ from lorma_exp.metrics.math import (
     AnswerFormat,
     extract_gsm8k_answer,
     extract_math_answer,
-    judge_generation,
-    score_predictions,
+    score_generations,
 )
 
 log = logging.getLogger(__name__)
@@ -65,18 +64,13 @@ TARGET_SEPARATOR = "\n"
 ANSWER_SENTENCE = "The answer is: {answer}"
 """How every training solution ends (MetaMathQA's own closing sentence, which the extractors look for)."""
 
-METRICS = ("accuracy", "answer_rate")
-"""What evaluation reports: the fraction judged correct, and the fraction with any extractable answer."""
-
-# A model continuing the prompt format ("### Instruction: <a new problem>") has finished its answer.
-_PROMPT_FORMAT_CONTINUATION = re.compile(r"#{3}\s*(?:Instruction|Response|Input)\b")
 # GSM8K's calculator annotations, e.g. "48/2 = <<48/2=24>>24": not part of the written solution.
 _CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
 _GSM8K_ANSWER_LINE = re.compile(r"\n?####.*\Z", re.DOTALL)
 
 
 @dataclass(frozen=True)
-class Problem:
+class MathProblem:
     """One maths problem, whatever its source."""
 
     question: str
@@ -119,7 +113,7 @@ class Columns:
                 )
 
 
-Parser = Callable[[Mapping[str, Any], Columns], Problem]
+Parser = Callable[[Mapping[str, Any], Columns], MathProblem]
 
 
 def format_prompt(question: str) -> str:
@@ -127,23 +121,13 @@ def format_prompt(question: str) -> str:
     return PROMPT_TEMPLATE.format(question=question.strip())
 
 
-def training_target(problem: Problem) -> str:
+def training_target(problem: MathProblem) -> str:
     """What the model learns to write after the prompt."""
     return TARGET_SEPARATOR + problem.solution.strip()
 
 
 def answer_sentence(answer: str) -> str:
     return ANSWER_SENTENCE.format(answer=answer)
-
-
-def judged_text(generation: str) -> str:
-    """The part of a generation that answers the prompt: up to where it starts another "### ..." block.
-
-    An untrained model often goes on to invent the next problem; its final answer must come from the
-    solution it wrote, not from the invented one.
-    """
-    continuation = _PROMPT_FORMAT_CONTINUATION.search(generation)
-    return generation[: continuation.start()].rstrip() if continuation else generation
 
 
 def gsm8k_solution(raw: str) -> tuple[str, str | None]:
@@ -160,46 +144,44 @@ def gsm8k_solution(raw: str) -> tuple[str, str | None]:
     return f"{body}\n{answer_sentence(answer)}", answer
 
 
-def parse_metamathqa(row: Mapping[str, Any], columns: Columns) -> Problem:
+def parse_metamathqa(row: Mapping[str, Any], columns: Columns) -> MathProblem:
     """A MetaMathQA row: its ``type`` (GSM_* or MATH_*) says which benchmark's answers it imitates."""
     solution = str(row[columns.solution])
     answer_format: AnswerFormat = "gsm8k" if str(row.get("type", "")).startswith("GSM") else "math"
     answer = str(row[columns.answer]) if columns.answer else EXTRACTORS[answer_format](solution)
-    return Problem(str(row[columns.question]), solution, answer, answer_format)
+    return MathProblem(str(row[columns.question]), solution, answer, answer_format)
 
 
-def parse_gsm8k(row: Mapping[str, Any], columns: Columns) -> Problem:
+def parse_gsm8k(row: Mapping[str, Any], columns: Columns) -> MathProblem:
     """A GSM8K-format row: the reference is the number after ``####`` (or the answer column if configured)."""
     solution, answer = gsm8k_solution(str(row[columns.solution]))
     if columns.answer:
         answer = extract_gsm8k_answer(str(row[columns.answer]))
-    return Problem(str(row[columns.question]), solution, answer, "gsm8k")
+    return MathProblem(str(row[columns.question]), solution, answer, "gsm8k")
 
 
-def parse_competition_math(row: Mapping[str, Any], columns: Columns) -> Problem:
+def parse_competition_math(row: Mapping[str, Any], columns: Columns) -> MathProblem:
     r"""A MATH row: the reference is the answer column if configured, else the solution's last ``\boxed``."""
     solution = str(row[columns.solution]).strip()
     answer = str(row[columns.answer]) if columns.answer else extract_math_answer(solution)
     if answer is not None:
         solution = f"{solution}\n{answer_sentence(answer)}"
-    return Problem(str(row[columns.question]), solution, answer, "math")
+    return MathProblem(str(row[columns.question]), solution, answer, "math")
 
 
 def score_math(
     hypotheses: list[str], examples: list[Example]
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """The ScoreFn of every maths task: judge each generation against its example's reference answer."""
-    records = [
-        judge_generation(judged_text(hypothesis), example["answer"], example["answer_format"])
-        for hypothesis, example in zip(hypotheses, examples, strict=True)
-    ]
-    return score_predictions(records), [
-        {**record, "answer_format": example["answer_format"]}
-        for record, example in zip(records, examples, strict=True)
-    ]
+    metrics, records = score_generations(
+        hypotheses,
+        [example["answer"] for example in examples],
+        [example["answer_format"] for example in examples],
+    )
+    return metrics, [dict(record) for record in records]
 
 
-def evaluation_example(identifier: str, problem: Problem) -> dict[str, Any]:
+def evaluation_example(identifier: str, problem: MathProblem) -> dict[str, Any]:
     """What the GenerationEvaluator needs per problem (``references`` is what the predictions file shows)."""
     return {
         "id": identifier,
@@ -295,9 +277,6 @@ def maths_task_data(
 ) -> TaskData:
     """The TaskData every maths family returns: loss-masked training rows and a decoding evaluator."""
     task, data = settings.task, settings.data
-    unknown = sorted(set(task.metrics) - set(METRICS))
-    if unknown:
-        raise ConfigError(f"task.metrics: {unknown} are not maths metrics. Use names from {list(METRICS)}.")
     if settings.generation.backend == GenerationBackend.vllm:
         from lorma_exp.generation_backends import require_vllm
 
@@ -313,7 +292,7 @@ def maths_task_data(
         env=env,
     )
     return TaskData(
-        problem=task.problem.value,
+        problem=task.problem,
         train=train,
         eval_splits=eval_splits,
         collate=CausalLMCollator(tokenizer.pad_token_id),

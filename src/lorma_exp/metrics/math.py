@@ -32,6 +32,8 @@ _PROSE_NUMBER = re.compile(
 _GSM8K_FINAL_MARKER = re.compile(r"####")
 _ANSWER_IS_MARKER = re.compile(r"(?:final\s+)?answer\s+is\s*:?", re.IGNORECASE)
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+# A model continuing the prompt format ("### Instruction: <a new problem>") has finished its answer.
+_PROMPT_FORMAT_CONTINUATION = re.compile(r"#{3}\s*(?:Instruction|Response|Input)\b")
 
 
 def _canonical_number(sign: str | None, digits: str) -> str:
@@ -355,6 +357,39 @@ def judge_generation(generation: str, reference: str, answer_format: AnswerForma
         reference=reference,
         correct=answers_match(extracted, reference),
     )
+
+
+def judged_text(generation: str) -> str:
+    """The part of a generation that answers the prompt: up to where it starts another "### ..." block.
+
+    An untrained model often goes on to invent the next problem; its final answer must come from the
+    solution it wrote, not from the invented one.
+    """
+    continuation = _PROMPT_FORMAT_CONTINUATION.search(generation)
+    return generation[: continuation.start()].rstrip() if continuation else generation
+
+
+class ScoredGeneration(JudgedGeneration):
+    """A judged generation and the answer format it was judged in, as the predictions file records it."""
+
+    answer_format: AnswerFormat
+
+
+def score_generations(
+    generations: Sequence[str], references: Sequence[str], answer_formats: Sequence[AnswerFormat]
+) -> tuple[dict[str, float], list[ScoredGeneration]]:
+    """The maths suite's metrics of decoded generations, and one record per generation.
+
+    Each generation is judged on its :func:`judged_text` against its reference answer, extracted in its
+    answer format.
+    """
+    records = [
+        ScoredGeneration(
+            **judge_generation(judged_text(generation), reference, answer_format), answer_format=answer_format
+        )
+        for generation, reference, answer_format in zip(generations, references, answer_formats, strict=True)
+    ]
+    return score_predictions(records), records
 
 
 def score_predictions(records: Sequence[JudgedGeneration]) -> dict[str, float]:
