@@ -91,7 +91,7 @@ def test_a_generation_is_judged_up_to_where_it_starts_a_new_prompt_block() -> No
     assert judged_text("So 6 + 36 = 42.\n#### 42") == "So 6 + 36 = 42.\n#### 42"  # GSM8K's own marker stays
 
 
-def test_scoring_counts_correct_and_answered_generations() -> None:
+def test_scoring_judges_each_example_in_its_format_both_ways() -> None:
     examples = [
         evaluation_example("a", MathProblem("q", "s", "72", "gsm8k")),
         evaluation_example("b", MathProblem("q", "s", "\\frac{3}{4}", "math")),
@@ -99,15 +99,21 @@ def test_scoring_counts_correct_and_answered_generations() -> None:
         evaluation_example("d", MathProblem("q", "s", "5", "math")),
     ]
     hypotheses = [
-        "48 + 24 = 72 clips.\nThe answer is: 72",  # right
-        "So it is $\\boxed{0.75}$.",  # right: 0.75 = 3/4
+        "48 + 24 = 72 clips.\nThe answer is: 72",  # right both ways
+        "So it is $\\boxed{0.75}$.",  # lenient only: no answer sentence; 0.75 = 3/4
         "She earns 12 dollars.\n### Instruction: 10 more",  # wrong: 10 is in the invented next problem
         "I do not know.",  # no answer at all
     ]
     metrics, records = score_math(hypotheses, examples)
-    assert metrics == {"accuracy": 2 / 4, "answer_rate": 3 / 4}
-    assert [record["correct"] for record in records] == [True, True, False, False]
-    assert [record["extracted"] for record in records] == ["72", "0.75", "12", None]
+    assert metrics == {
+        "accuracy": 1 / 4,
+        "answer_rate": 1 / 4,
+        "accuracy_lenient": 2 / 4,
+        "answer_rate_lenient": 3 / 4,
+    }
+    assert [record["correct"] for record in records] == [True, False, False, False]
+    assert [record["correct_lenient"] for record in records] == [True, True, False, False]
+    assert [record["extracted_lenient"] for record in records] == ["72", "0.75", "12", None]
     assert [record["answer_format"] for record in records] == ["gsm8k", "math", "gsm8k", "math"]
 
 

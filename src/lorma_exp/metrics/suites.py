@@ -29,7 +29,8 @@ E2E = MetricSuite("e2e", ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"))
 """The E2E NLG Challenge scorer's metrics."""
 WEBNLG = MetricSuite("webnlg", ("BLEU", "METEOR", "TER"))
 """WebNLG GenerationEval's metrics as the paper's pipeline runs it (WebNLG and DART)."""
-MATHS = MetricSuite("maths", ("accuracy", "answer_rate"))
+MATHS = MetricSuite("maths", ("accuracy", "answer_rate", "accuracy_lenient", "answer_rate_lenient"))
+"""The authors' protocol (accuracy, answer_rate) and the lenient judge's (:mod:`lorma_exp.metrics.math`)."""
 
 SUITES: Mapping[str, MetricSuite] = MappingProxyType(
     {suite.name: suite for suite in (CLASSIFICATION, REGRESSION, E2E, WEBNLG, MATHS)}
