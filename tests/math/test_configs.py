@@ -43,7 +43,11 @@ def test_table4_experiments_carry_table17(compose_settings, experiment) -> None:
     assert trainer.precision == Precision.bf16
     assert 64 % trainer.batch_size == 0
     assert settings.task.name == "metamathqa"
-    assert (settings.data.limit, settings.data.max_length) == (40000, 512)
+    assert (settings.data.dataset, settings.data.limit, settings.data.max_length) == (
+        "meta-math/MetaMathQA-40K",
+        None,
+        512,
+    )
     assert (settings.generation.num_beams, settings.generation.max_new_tokens) == (1, 512)
     cell = settings.paper_cell
     assert (cell.table, cell.model, cell.task, cell.method) == ("table4", model, "metamathqa", method)
@@ -52,7 +56,7 @@ def test_table4_experiments_carry_table17(compose_settings, experiment) -> None:
 @pytest.mark.parametrize(
     ("task", "dataset", "subset", "split"),
     [
-        ("metamathqa", "meta-math/MetaMathQA", None, "validation"),
+        ("metamathqa", "meta-math/MetaMathQA-40K", None, "validation"),
         ("gsm8k", "openai/gsm8k", "main", "test"),
         ("math", "DigitalLearningGmbH/MATH-lighteval", "default", "test"),
     ],

@@ -11,6 +11,7 @@ from lorma_exp.data.maths import (
     encode_training_rows,
     evaluation_example,
     format_prompt,
+    format_training_prompt,
     gsm8k_solution,
     parse_competition_math,
     parse_gsm8k,
@@ -36,20 +37,43 @@ def test_the_prompt_is_metamaths_evaluation_prompt() -> None:
     assert format_prompt(question) == METAMATH_EVAL_PROMPT.format(instruction=question)
 
 
+# The authors' train_math_lorma.py (Alpaca's PROMPT_DICT): a query's first line is the instruction, its
+# other lines the input; the response follows "### Response:" directly.
+AUTHORS_TRAINING_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the "
+    "request.\n\n### Instruction:\n{instruction}\n\n### Response:"
+)
+AUTHORS_TRAINING_PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"
+    "### Input:\n{input}\n\n### Response:"
+)
+
+
+def test_the_training_prompt_is_the_authors() -> None:
+    assert format_training_prompt("What is 6 times 7?") == AUTHORS_TRAINING_PROMPT.format(
+        instruction="What is 6 times 7?"
+    )
+    question = "Solve for x.\n2x + 3 = 7\nGive x."
+    assert format_training_prompt(question) == AUTHORS_TRAINING_PROMPT_WITH_INPUT.format(
+        instruction="Solve for x.", input="2x + 3 = 7\nGive x."
+    )
+
+
 def test_only_the_solution_and_end_of_sequence_carry_loss(tokenizer) -> None:
     row = metamathqa_rows(1)[0]
     encoded = encode_training_rows(
         datasets.Dataset.from_list([row]), parse_metamathqa, METAMATHQA_COLUMNS, tokenizer, max_length=512
     )[0]
-    prompt_length = len(tokenizer(format_prompt(row["query"]))["input_ids"])
+    prompt_length = len(tokenizer(format_training_prompt(row["query"]))["input_ids"])
     labels, input_ids = encoded["labels"], encoded["input_ids"]
     assert labels[:prompt_length] == [IGNORE_INDEX] * prompt_length
     assert IGNORE_INDEX not in labels[prompt_length:]
     assert labels[prompt_length:] == input_ids[prompt_length:]
     assert input_ids[-1] == tokenizer.eos_token_id
     learned = tokenizer.decode(labels[prompt_length:-1])
-    assert learned == "\n" + row["response"]
-    assert tokenizer.decode(input_ids[:prompt_length]).endswith("Let's think step by step.")
+    assert learned == row["response"]
+    assert tokenizer.decode(input_ids[:prompt_length]).endswith("### Response:")
 
 
 def test_training_rows_are_truncated_at_max_length(tokenizer) -> None:

@@ -1,4 +1,4 @@
-"""The maths task families: seeded MetaMathQA subsets, benchmark splits from local files, gsm_symbolic."""
+"""The maths task families: MetaMathQA (the whole file, or seeded subsets), benchmark splits from local files, gsm_symbolic."""
 
 from __future__ import annotations
 
@@ -58,17 +58,27 @@ def test_the_metamathqa_subset_is_the_same_for_the_same_seed_and_differs_for_ano
     assert _validation_problems(first) == _validation_problems(again)
 
 
-def test_validation_rows_are_held_out_and_do_not_move_when_the_training_subset_grows(
+def test_the_default_trains_on_every_row_of_the_authors_file(compose_settings, tokenizer, metamathqa_file):
+    defaults = compose_settings("task=metamathqa")
+    assert (defaults.data.dataset, defaults.data.limit) == ("meta-math/MetaMathQA-40K", None)
+    task = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.eval_limit=10")
+    trained = _train_problems(task, tokenizer)
+    assert sorted(trained) == list(range(60))  # every row, as the authors' script trains on its file
+    assert set(_validation_problems(task)) <= set(trained)  # a fit check: no row is left to hold out
+
+
+def test_a_sample_of_a_larger_pool_holds_validation_out_and_it_does_not_move_as_the_sample_grows(
     compose_settings, tokenizer, metamathqa_file
 ):
     small = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10")
-    full = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.limit=null", "data.eval_limit=10")
+    large = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.limit=50", "data.eval_limit=10")
+    everything = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.eval_limit=10")
     validation = _validation_problems(small)
     assert len(validation) == 10
-    assert not set(validation) & set(_train_problems(full, tokenizer))
-    assert validation == _validation_problems(full)
-    assert set(validation) | set(_train_problems(full, tokenizer)) == set(range(60))
-    assert _train_problems(full, tokenizer)[:20] == _train_problems(small, tokenizer)
+    assert not set(validation) & set(_train_problems(large, tokenizer))
+    assert validation == _validation_problems(large) == _validation_problems(everything)
+    assert set(validation) | set(_train_problems(large, tokenizer)) == set(range(60))
+    assert _train_problems(large, tokenizer)[:20] == _train_problems(small, tokenizer)
 
 
 def test_a_json_lines_copy_gives_the_same_subset(compose_settings, tokenizer, metamathqa_file, tmp_path):
