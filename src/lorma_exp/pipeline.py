@@ -30,7 +30,7 @@ from lorma_exp.config import (
     run_stamp,
     validate,
 )
-from lorma_exp.data import build_task_data, check_task
+from lorma_exp.data import build_task_data, check_task, restore_label_names, save_label_names
 from lorma_exp.data.hub import DataLoadError
 from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
 from lorma_exp.methods import (
@@ -198,6 +198,8 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     seed_everything(settings.seed)
     tokenizer = load_tokenizer(settings.model, settings.task.problem)
     task = build_task_data(settings, tokenizer, env)
+    if env.is_main:
+        save_label_names(task, run_dir)
     model = load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
     seed_everything(settings.seed)  # adapter initialisation depends on the seed alone
     model = apply_method(model, settings.method)
@@ -296,6 +298,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         saved = sorted(p.name for p in run_dir.glob("adapter*") if p.is_dir())
         raise ConfigError(f"weights: {weights} does not exist. Saved weights in this run: {saved or 'none'}.")
     settings = load_run_settings(run_dir, options)
+    restore_label_names(settings, run_dir)
     if options.splits:
         settings.data.eval_splits = list(options.splits)
     settings.data.limit = 1  # evaluation never reads the training rows: tokenise just one

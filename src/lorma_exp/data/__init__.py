@@ -8,8 +8,10 @@ at start-up, before any data is read (:func:`check_task`).
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
@@ -82,3 +84,22 @@ def check_task(task: TaskConfig) -> FamilyBuilder:
 def build_task_data(settings: TrainConfig, tokenizer: PreTrainedTokenizerBase, env: DistEnv) -> TaskData:
     """The TaskData of the configured task."""
     return check_task(settings.task)(settings, tokenizer, env)
+
+
+LABELS_FILE = "labels.json"
+"""A run folder's class names in id order (``TaskData.info["labels"]``), written when training starts and
+read back by ``eval.py`` into ``data.labels``, so that a re-evaluation scores with the training ids."""
+
+
+def save_label_names(task: TaskData, run_dir: Path) -> None:
+    """Writes ``labels.json`` for a task with named classes (user files, the reviews task)."""
+    names = task.info.get("labels")
+    if names is not None:
+        (run_dir / LABELS_FILE).write_text(json.dumps(list(names)) + "\n", encoding="utf-8")
+
+
+def restore_label_names(settings: TrainConfig, run_dir: Path) -> None:
+    """Sets ``data.labels`` from the run's ``labels.json`` (if it has one and no labels were given)."""
+    path = run_dir / LABELS_FILE
+    if path.is_file() and settings.data.labels is None:
+        settings.data.labels = json.loads(path.read_text(encoding="utf-8"))
