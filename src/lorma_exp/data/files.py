@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorma_exp.config import ConfigError
 from lorma_exp.data.hub import DataLoadError
 
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
@@ -53,29 +54,29 @@ class DataFile:
         """
         for column, column_field in used:
             if column not in self.columns:
-                raise DataLoadError(
+                raise ConfigError(
                     f"{column_field}: column {column!r} is not in {self.field}={self.path} (its columns: "
                     f"{list(self.columns)}). Set {column_field} to one of those, or fix the file."
                 )
 
-    def column(self, name: str, names_field: str) -> list[Any]:
+    def column(self, name: str, names_field: str | None = None) -> list[Any]:
         """The values of a column, row by row; a blank or missing value fails naming its line.
 
-        ``names_field`` is the config field that names the column, for the message.
+        ``names_field`` is the config field that names the column, if one does, for the message.
         """
         values = []
         for row in self.rows:
             value = row.values.get(name)
             if value is None or (isinstance(value, str) and not value.strip()):
+                named = f" ({names_field} names this column)" if names_field else ""
                 raise DataLoadError(
-                    f"{self.where(row, name)} is blank or missing. Fill it in or remove the row "
-                    f"({names_field} names this column)."
+                    f"{self.where(row, name)} is blank or missing. Fill it in or remove the row{named}."
                 )
             values.append(value)
         return values
 
 
-def _decoded(path: Path, field: str) -> str:
+def read_text(path: Path, field: str) -> str:
     """The file as text; non-UTF-8 bytes fail naming the byte offset."""
     raw = path.read_bytes()
     try:
@@ -155,7 +156,7 @@ def read_rows(path_name: str, field: str) -> DataFile:
         )
     if not path.is_file():
         raise DataLoadError(f"{field}: {path_name!r} does not exist. Give the path of an existing file.")
-    text = _decoded(path, field)
+    text = read_text(path, field)
     if suffix in DELIMITERS:
         columns, rows = _delimited_rows(text, path, field, DELIMITERS[suffix])
     else:

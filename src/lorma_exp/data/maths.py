@@ -35,6 +35,7 @@ from transformers import PreTrainedTokenizerBase
 from lorma_exp.config import ConfigError, DataConfig, GenerationBackend, TrainConfig
 from lorma_exp.data.base import TaskData
 from lorma_exp.data.classification import subsample
+from lorma_exp.data.files import read_rows
 from lorma_exp.data.generation import (
     CausalLMCollator,
     Example,
@@ -59,6 +60,9 @@ PROMPT_TEMPLATE = (
     "### Instruction:\n{question}\n\n### Response: Let's think step by step."
 )
 """The evaluation prompt of the authors' ``eval_gsm8k.py`` / ``eval_math.py`` (MetaMath's)."""
+
+ROW_TYPE = "type"
+"""MetaMathQA's column saying which benchmark a row imitates (``GSM_*`` or ``MATH_*``)."""
 
 TRAINING_PROMPT = (
     "Below is an instruction that describes a task. "
@@ -167,7 +171,7 @@ def gsm8k_solution(raw: str) -> tuple[str, str | None]:
 def parse_metamathqa(row: Mapping[str, Any], columns: Columns) -> MathProblem:
     """A MetaMathQA row: its ``type`` (GSM_* or MATH_*) says which benchmark's answers it imitates."""
     solution = str(row[columns.solution])
-    answer_format: AnswerFormat = "gsm8k" if str(row.get("type", "")).startswith("GSM") else "math"
+    answer_format: AnswerFormat = "gsm8k" if str(row.get(ROW_TYPE, "")).startswith("GSM") else "math"
     answer = str(row[columns.answer]) if columns.answer else EXTRACTORS[answer_format](solution)
     return MathProblem(str(row[columns.question]), solution, answer, answer_format)
 
@@ -253,9 +257,13 @@ def encode_training_rows(
     return dataset.map(encode, remove_columns=dataset.column_names, desc="Tokenising")
 
 
-def load_sources(data: DataConfig) -> datasets.DatasetDict:
+def load_sources(data: DataConfig, columns: Columns) -> datasets.DatasetDict:
     """Local JSON / JSON Lines files (``data.train_file`` / ``validation_file`` / ``test_file``, each one
-    split) when any is given, else the hub dataset ``data.dataset`` (or a local copy of it)."""
+    split) when any is given, else the hub dataset ``data.dataset`` (or a local copy of it).
+
+    Local files keep the used columns (and MetaMathQA's ``type``); a fault in one (not UTF-8, empty, a
+    malformed line, a missing column, a blank cell) fails naming the file, line and column.
+    """
     files = {
         split: path
         for split, path in (
@@ -272,16 +280,22 @@ def load_sources(data: DataConfig) -> datasets.DatasetDict:
                 "(data.train_file / data.test_file, JSON or JSON Lines)."
             )
         return load_dataset_dict(data.dataset, data.subset)
+    used = [(columns.question, "data.text_fields"), (columns.solution, "data.text_fields")]
+    if columns.answer:
+        used.append((columns.answer, "data.label_field"))
+    splits = {}
     for split, path in files.items():
         if Path(path).suffix.lower() not in (".json", ".jsonl"):
             raise ConfigError(
                 f"data.{split}_file: {path!r} is not a .json or .jsonl file. Convert it to one."
             )
-        if not Path(path).is_file():
-            raise ConfigError(
-                f"data.{split}_file: {path!r} does not exist. Give the path of an existing file."
-            )
-    return datasets.load_dataset("json", data_files=files)
+        file = read_rows(path, f"data.{split}_file")
+        file.require_columns(used)
+        table = {name: [str(value) for value in file.column(name, names_field)] for name, names_field in used}
+        if ROW_TYPE in file.columns:
+            table[ROW_TYPE] = [str(row.values.get(ROW_TYPE) or "") for row in file.rows]
+        splits[split] = datasets.Dataset.from_dict(table)
+    return datasets.DatasetDict(splits)
 
 
 def _source_name(data: DataConfig) -> str:
@@ -350,7 +364,7 @@ def build_metamathqa(settings: TrainConfig, tokenizer: PreTrainedTokenizerBase, 
             "data.eval_limit: the number of MetaMathQA rows to validate on. Use e.g. data.eval_limit=256."
         )
     columns = Columns.from_config(data)
-    loaded = load_sources(data)
+    loaded = load_sources(data, columns)
     if data.train_split not in loaded:
         raise ConfigError(
             f"data.train_split: {data.train_split!r} is not in {_source_name(data)} (splits: {sorted(loaded)})."
@@ -387,7 +401,7 @@ def _build_benchmark(
     """A benchmark with its own splits (GSM8K, MATH): train on ``data.train_split``, score the others."""
     data = settings.data
     columns = Columns.from_config(data)
-    loaded = load_sources(data)
+    loaded = load_sources(data, columns)
     where = _source_name(data)
     _require_splits(data.eval_splits, list(loaded), where)
     eval_splits = {}

@@ -17,7 +17,6 @@ then a space, the text and end-of-sequence; the loss covers only the text and th
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 import xml.etree.ElementTree as ElementTree
@@ -32,6 +31,7 @@ from transformers import PreTrainedTokenizerBase
 from lorma_exp.config import ConfigError, TrainConfig
 from lorma_exp.data import metric_suite
 from lorma_exp.data.base import TaskData
+from lorma_exp.data.files import read_rows, read_text
 from lorma_exp.data.generation import (
     CausalLMCollator,
     Example,
@@ -119,14 +119,15 @@ def read_e2e_csv(paths: Sequence[Path]) -> list[Pair]:
     """One (MR, reference) pair per row of the challenge's CSV files (columns ``mr``, ``ref``)."""
     pairs: list[Pair] = []
     for path in paths:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"mr", "ref"} <= set(reader.fieldnames):
-                raise DataLoadError(
-                    f"data.dataset: {path} has columns {reader.fieldnames}, not the E2E release's mr,ref. "
-                    "Use the challenge's trainset.csv / devset.csv / testset_w_refs.csv."
-                )
-            pairs.extend((row["mr"].strip(), row["ref"].strip()) for row in reader)
+        file = read_rows(str(path), "data.dataset")
+        if not {"mr", "ref"} <= set(file.columns):
+            raise DataLoadError(
+                f"data.dataset: {path} has columns {list(file.columns)}, not the E2E release's mr,ref. "
+                "Use the challenge's trainset.csv / devset.csv / testset_w_refs.csv."
+            )
+        pairs.extend(
+            (mr.strip(), ref.strip()) for mr, ref in zip(file.column("mr"), file.column("ref"), strict=True)
+        )
     return pairs
 
 
@@ -241,7 +242,7 @@ def read_dart_json(paths: Sequence[Path]) -> list[Pair]:
     entries: list[Mapping[str, Any]] = []
     for path in paths:
         try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
+            loaded = json.loads(read_text(path, "data.dataset"))
         except json.JSONDecodeError as error:
             raise DataLoadError(f"data.dataset: {path} is not valid JSON ({error}).") from error
         if not isinstance(loaded, list) or any(
