@@ -113,6 +113,8 @@ class DataConfig:
     test_file: str | None = None
     text_fields: list[str] = field(default_factory=list)
     label_field: str | None = "label"
+    labels: list[str] | None = None
+    """Class names in id order (user files); by default integer labels are ids, other labels sorted."""
     train_split: str = "train"
     eval_splits: list[str] = field(default_factory=lambda: ["validation"])
     max_length: int = 128

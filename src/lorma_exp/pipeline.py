@@ -29,7 +29,7 @@ from lorma_exp.config import (
     run_stamp,
     validate,
 )
-from lorma_exp.data import build_task_data, family_builder
+from lorma_exp.data import build_task_data, check_task, restore_label_names, save_label_names
 from lorma_exp.data.hub import DataLoadError
 from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
 from lorma_exp.methods import Method, method_for
@@ -101,7 +101,7 @@ def check_run_dir(run: RunFolder, settings: TrainConfig) -> bool:
 def preflight(cfg: DictConfig) -> tuple[TrainConfig, DistEnv]:
     """Every cheap check, before any data or weights are touched."""
     settings = validate(cfg)
-    family_builder(settings.task.family)
+    check_task(settings.task)
     env = init_distributed(settings.trainer.device)
     if settings.trainer.strategy == Strategy.ddp and not env.distributed:
         raise ConfigError(
@@ -181,6 +181,8 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     seed_everything(settings.seed)
     tokenizer = load_tokenizer(settings.model, settings.task.problem)
     task = build_task_data(settings, tokenizer, env)
+    if env.is_main:
+        save_label_names(task, run)
     model = load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
     seed_everything(settings.seed)  # adapter initialisation depends on the seed alone
     model = method.apply(model, settings.method)
@@ -230,6 +232,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if not weights.is_dir():
         saved = run.saved_weights(method.weights_name)
         raise ConfigError(f"weights: {weights} does not exist. Saved weights in this run: {saved or 'none'}.")
+    restore_label_names(settings, run)
     if options.splits:
         settings.data.eval_splits = list(options.splits)
     settings.data.limit = 1  # evaluation never reads the training rows: tokenise just one

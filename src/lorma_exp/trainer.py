@@ -31,14 +31,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from lorma_exp.config import EvalStrategy, Precision, Scheduler, TrainerConfig
-from lorma_exp.data.base import Batch, TaskData
+from lorma_exp.data.base import IGNORE_INDEX, Batch, TaskData
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
 from lorma_exp.run_folder import CONFIG_FILE, RunFolder
 from lorma_exp.tracking import RunLogger
 
 log = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
 
 
 class TrainingInterrupted(RuntimeError):
