@@ -111,6 +111,14 @@ def test_table4_scores_each_finished_run_once_per_benchmark(tmp_path) -> None:
     ]
 
 
+def test_make_help_lists_every_reproduction_from_the_declarations() -> None:
+    listed = subprocess.run(["make", "help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    for name, reproduction in REPRODUCTIONS.items():
+        assert f"reproduce-{name}" in listed.stdout
+        assert reproduction.title in listed.stdout
+
+
 def _train_cfg_job(*overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     command = [sys.executable, "train.py", *overrides, "--cfg", "job", "--resolve"]
