@@ -441,9 +441,12 @@ METHOD_LABEL: dict[str, str] = {
     "lorma_pi": "LoRMA_π",
 }
 
+# The paper does not say how α changes with r in Figure 5; we tie it to r as the authors' scripts do.
+FIGURE5_ALPHA_RULE = "α = r as in the authors' scripts (LoRMA₊ on CoLA and RTE: α = r/2)"
+
 FIGURE5 = PaperTable(
     name="figure5",
-    title="Figure 5: metric vs rank r, RoBERTa-base (the paper gives a plot, no numbers)",
+    title=f"Figure 5: metric vs rank r, RoBERTa-base, {FIGURE5_ALPHA_RULE} (the paper gives a plot, no numbers)",
     row_header="Task, method",
     columns=_rank_columns(FIGURE5_RANKS),
     rows=tuple(
