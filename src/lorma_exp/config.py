@@ -153,6 +153,8 @@ class ModelConfig:
     targets: list[str] = field(default_factory=lambda: ["q", "v"])
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
+    # Settings of the backbone's own (Hugging Face) config, applied at load, e.g. {attn_pdrop: 0.0}.
+    config_overrides: dict[str, Any] | None = field(default_factory=dict)
 
 
 @dataclass
