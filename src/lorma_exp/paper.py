@@ -524,7 +524,8 @@ def _target_list(targets: tuple[str, ...]) -> str:
 
 TABLE2_GRID = Grid("table2", ROBERTA_MODELS, GLUE_TASKS, ("lora", "lorma_pi", "lorma_plus"))
 # The weight-update analyses use Table 2's RoBERTa-large CoLA runs: Table 15 names them (layer 13, r = 8);
-# Table 9 names the model and layers (3 and 23) but not the task, and we take the same runs.
+# Table 9 names the model and layers (3 and 23) but not the task, and we take the same runs. Figure 7 (d =
+# 1024, r = 8: RoBERTa-large) needs runs that save every epoch's adapter: a grid of its own on the same cell.
 _UPDATE_ANALYSIS_GRID = replace(TABLE2_GRID, models=("roberta_large",), tasks=("cola",))
 
 REPRODUCTIONS: dict[str, Reproduction] = {
@@ -644,6 +645,13 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             TABLE15.title,
             _UPDATE_ANALYSIS_GRID,
             ("rank", "--layers", r"\.layer\.13\."),
+            filtered=True,
+        ),
+        Reproduction(
+            "figure7",
+            FIGURE7.title,
+            Grid("figure7", ("roberta_large",), ("cola",), ("lorma_plus", "lorma_pi"), seeds=(1,)),
+            ("rank",),
             filtered=True,
         ),
     )

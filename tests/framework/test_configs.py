@@ -193,3 +193,9 @@ def test_a_smoke_stand_in_keeps_the_cells_settings_r_and_alpha(compose_settings)
     assert smoke.paper_cell == full.paper_cell
     assert (smoke.method.r, smoke.method.alpha, smoke.trainer.lr) == (full.method.r, full.method.alpha, 4e-4)
     assert (smoke.trainer.max_steps, smoke.data.max_length) == (2, 32)
+
+
+def test_figure7s_runs_save_the_adapter_every_epoch_and_table2s_do_not(compose_settings) -> None:
+    cell = ("model=roberta_large", "task=cola", "method=lorma_pi")
+    assert compose_settings("experiment=figure7", *cell).trainer.snapshot_every_epoch
+    assert not compose_settings("experiment=table2", *cell).trainer.snapshot_every_epoch
