@@ -46,6 +46,7 @@ def test_an_override_the_config_does_not_have_fails_naming_it_and_the_configs_dr
         name="tiny", name_or_path=str(gpt2_with_dropout), config_overrides={"attention_dropout": 0.0}
     )
     with pytest.raises(
-        ModelLoadError, match=r"^model.config_overrides.attention_dropout: GPT2Config .* settings are \['attn_pdrop'"
+        ModelLoadError,
+        match=r"^model.config_overrides.attention_dropout: GPT2Config .* settings are \['attn_pdrop'",
     ):
         load_model_config(model_cfg)
