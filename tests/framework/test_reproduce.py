@@ -158,6 +158,8 @@ def test_one_smoke_cell_runs_end_to_end_to_the_table_and_is_skipped_when_rerun(t
         "method": "lorma_plus",
     }
     assert record["smoke"] is True
+    # r and α are the protocol's (Table 14, RoBERTa-base on RTE), whatever the stand-in model
+    assert (record["r"], record["alpha"]) == (8, 8.0)
     for name in ("table2.md", "table2.csv", "table2.tex"):
         assert (tmp_path / "table2" / "report" / name).exists()
     before = results.stat().st_mtime_ns
