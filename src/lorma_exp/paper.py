@@ -3,6 +3,9 @@
 Transcribed from ``shared/reference/paper-results.md`` (the authors' PDF, Findings of ACL 2025). Each row and
 column says which runs it stands for (``match``: run fields that must all be equal), so placing a run in a
 table is a lookup, and this module is the single source of truth for both the numbers and the layout.
+``REPRODUCTIONS`` declares, per table or analysis, the grid of runs behind it (models × tasks × methods ×
+seeds × sweeps of its experiment config, which holds the cell settings and the α rule) and the report that
+reads them: ``make reproduce-<name>`` (``lorma_exp.reproduce``) runs both.
 
 Run fields a ``match`` may name (see ``analysis.runs.cell_fields``): ``task``, ``model`` and ``method``
 come from the run's ``paper_cell`` (so a smoke run lands in the cell of the real run it stands for);
@@ -22,11 +25,12 @@ those of the evaluators' dicts: ``accuracy``, ``matthews``, ``pearson``, ``f1`` 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 MatchValue = str | int | tuple[str, ...]
 
 GLUE_TASKS: tuple[str, ...] = ("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb")
+ROBERTA_MODELS: tuple[str, ...] = ("roberta_base", "roberta_large")
 
 # The metric the paper reports for each GLUE task (MNLI: the matched validation set).
 GLUE_METRIC: dict[str, str] = {
@@ -153,6 +157,52 @@ class PaperTable:
         return row.values[index]
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """A score of every finished run on another task by ``eval.py`` (Table 4 trains on MetaMathQA and reports
+    GSM8K and MATH). The score fills the paper's ``task`` column; a SMOKE run is scored on ``smoke_task``."""
+
+    task: str
+    smoke_task: str
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The training runs behind a table: ``conf/experiment/<name>.yaml`` over models × tasks × methods × seeds.
+
+    The experiment config holds what its cells share (the settings tables, the α rule, ``paper_cell``);
+    ``sweep`` adds Hydra sweep overrides crossed with the cells (``r=1,2,4``), and each entry of
+    ``variants`` is a multirun of its own (overrides that change together, which a sweep would cross
+    instead of pair). SMOKE runs keep every cell and its settings but train ``conf/debug/<smoke>.yaml``'s
+    stand-in model and task. The runs live in ``<root>/<name>/``.
+    """
+
+    name: str
+    models: tuple[str, ...]
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...] = (1, 2, 3)
+    sweep: tuple[str, ...] = ()
+    variants: tuple[tuple[str, ...], ...] = ((),)
+    smoke: str = "smoke"
+    evaluations: tuple[Evaluation, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """``make reproduce-<name>``: train what ``grid`` lacks, score it, then run ``report`` on its runs.
+
+    ``report`` is a ``python -m lorma_exp.report`` command without ``--runs`` and ``--out``. A ``filtered``
+    report (an analysis) reads only the grid's own cells: its table, models and tasks.
+    """
+
+    name: str
+    title: str
+    grid: Grid
+    report: tuple[str, ...]
+    filtered: bool = False
+
+
 def _targets(*names: str) -> tuple[str, ...]:
     return tuple(sorted(names))
 
@@ -265,22 +315,24 @@ TABLE4 = PaperTable(
     ),
 )
 
+_TABLE6_TASKS = ("mrpc", "stsb", "rte", "qqp")
 TABLE6 = PaperTable(
     name="table6",
     title="Table 6: LoRMA without rank inflation vs LoRMA₊ (RoBERTa-large)",
     row_header="Inflation",
-    columns=_glue_columns(("mrpc", "stsb", "rte", "qqp")),
+    columns=_glue_columns(_TABLE6_TASKS),
     rows=(
         PaperRow("none", "No inflation", (81.2, 15.6, 52.7, 83.0), {"inflation": "none"}),
         PaperRow("rri", "LoRMA₊", (92.9, 92.2, 86.6, 91.3), {"inflation": "rri"}),
     ),
 )
 
+_TABLE7_TASKS = ("cola", "mrpc", "stsb", "rte")
 TABLE7 = PaperTable(
     name="table7",
     title="Table 7: LoRMA₊ post- vs pre-multiplication (RoBERTa-large)",
     row_header="Mode",
-    columns=_glue_columns(("cola", "mrpc", "stsb", "rte")),
+    columns=_glue_columns(_TABLE7_TASKS),
     rows=(
         PaperRow("post", "post", (68.9, 92.5, 91.8, 86.3), {"mode": "post"}),
         PaperRow("pre", "pre", (67.8, 92.9, 92.2, 86.6), {"mode": "pre"}),
@@ -288,11 +340,8 @@ TABLE7 = PaperTable(
 )
 
 _TABLE8_RANKS = (1, 2, 4, 8, 64)
-_TARGET_SETS = {
-    "Wq": _targets("q"),
-    "Wq,Wk": _targets("q", "k"),
-    "Wq,Wk,Wv,Wo": _targets("q", "k", "v", "o"),
-}
+_RANK_TASKS = ("mrpc", "stsb")  # Tables 8 and 10
+_TABLE8_WEIGHTS = {"Wq": ("q",), "Wq,Wk": ("q", "k"), "Wq,Wk,Wv,Wo": ("q", "k", "v", "o")}
 
 TABLE8 = PaperTable(
     name="table8",
@@ -301,10 +350,10 @@ TABLE8 = PaperTable(
     columns=_rank_columns(_TABLE8_RANKS),
     rows=tuple(
         PaperRow(
-            key=f"{task}/{','.join(_TARGET_SETS[weights])}",
+            key=f"{task}/{','.join(_targets(*_TABLE8_WEIGHTS[weights]))}",
             label=f"{GLUE_LABEL[task]} {weights}",
             values=values,
-            match={"task": task, "targets": _TARGET_SETS[weights]},
+            match={"task": task, "targets": _targets(*_TABLE8_WEIGHTS[weights])},
             metric=GLUE_METRIC[task],
         )
         for task, weights, values in (
@@ -318,21 +367,26 @@ TABLE8 = PaperTable(
     ),
 )
 
+# label, weights adapted (in the paper's order), r, (MRPC, STS-B)
+_TABLE10_BUDGETS = (
+    ("Wq(8)", ("q",), 8, (90.2, 89.0)),
+    ("Wk(8)", ("k",), 8, (91.0, 89.3)),
+    ("Wv(8)", ("v",), 8, (91.4, 90.9)),
+    ("Wq,Wv(4)", ("q", "v"), 4, (90.2, 90.5)),
+    ("Wq,Wk(4)", ("q", "k"), 4, (91.3, 89.2)),
+    ("Wq,Wk,Wv,Wo(2)", ("q", "k", "v", "o"), 2, (91.6, 91.2)),
+)
+
 TABLE10 = PaperTable(
     name="table10",
     title="Table 10: fixed budget of about 150K parameters, α = r (RoBERTa-base)",
     row_header="Weights (r)",
-    columns=_glue_columns(("mrpc", "stsb")),
+    columns=_glue_columns(_RANK_TASKS),
     rows=tuple(
-        PaperRow(f"{','.join(targets)}/r{r}", label, values, {"targets": targets, "r": r})
-        for label, targets, r, values in (
-            ("Wq(8)", _targets("q"), 8, (90.2, 89.0)),
-            ("Wk(8)", _targets("k"), 8, (91.0, 89.3)),
-            ("Wv(8)", _targets("v"), 8, (91.4, 90.9)),
-            ("Wq,Wv(4)", _targets("q", "v"), 4, (90.2, 90.5)),
-            ("Wq,Wk(4)", _targets("q", "k"), 4, (91.3, 89.2)),
-            ("Wq,Wk,Wv,Wo(2)", _targets("q", "k", "v", "o"), 2, (91.6, 91.2)),
+        PaperRow(
+            f"{','.join(_targets(*targets))}/r{r}", label, values, {"targets": _targets(*targets), "r": r}
         )
+        for label, targets, r, values in _TABLE10_BUDGETS
     ),
 )
 
@@ -387,9 +441,12 @@ METHOD_LABEL: dict[str, str] = {
     "lorma_pi": "LoRMA_π",
 }
 
+# The paper does not say how α changes with r in Figure 5; we tie it to r as the authors' scripts do.
+FIGURE5_ALPHA_RULE = "α = r as in the authors' scripts (LoRMA₊ on CoLA and RTE: α = r/2)"
+
 FIGURE5 = PaperTable(
     name="figure5",
-    title="Figure 5: metric vs rank r, RoBERTa-base (the paper gives a plot, no numbers)",
+    title=f"Figure 5: metric vs rank r, RoBERTa-base, {FIGURE5_ALPHA_RULE} (the paper gives a plot, no numbers)",
     row_header="Task, method",
     columns=_rank_columns(FIGURE5_RANKS),
     rows=tuple(
@@ -451,6 +508,154 @@ FIGURE7 = PaperTable(
         PaperRow("lorma_pi", "LoRMA_π", (1023,), {"method": "lorma_pi"}),
     ),
 )
+
+
+def _column_tasks(table: PaperTable) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(str(column.match["task"]) for column in table.columns))
+
+
+def _sweep(key: str, values: tuple[object, ...]) -> str:
+    return f"{key}={','.join(str(value) for value in values)}"
+
+
+def _target_list(targets: tuple[str, ...]) -> str:
+    return f"[{','.join(targets)}]"
+
+
+TABLE2_GRID = Grid("table2", ROBERTA_MODELS, GLUE_TASKS, ("lora", "lorma_pi", "lorma_plus"))
+# The weight-update analyses use Table 2's RoBERTa-large CoLA runs: Table 15 names them (layer 13, r = 8);
+# Table 9 names the model and layers (3 and 23) but not the task, and we take the same runs. Figure 7 (d =
+# 1024, r = 8: RoBERTa-large) needs runs that save every epoch's adapter: a grid of its own on the same cell.
+_UPDATE_ANALYSIS_GRID = replace(TABLE2_GRID, models=("roberta_large",), tasks=("cola",))
+
+REPRODUCTIONS: dict[str, Reproduction] = {
+    reproduction.name: reproduction
+    for reproduction in (
+        Reproduction("table2", TABLE2.title, TABLE2_GRID, ("table", "table2")),
+        Reproduction(
+            "table3",
+            TABLE3.title,
+            Grid("table3", ("gpt2_medium",), ("e2e",), ("lora", "lorma_pi", "lorma_plus"), smoke="smoke_nlg"),
+            ("table", "table3"),
+        ),
+        Reproduction(
+            "table13",
+            TABLE13.title,
+            Grid(
+                "table13",
+                ("gpt2_medium",),
+                ("e2e", "webnlg", "dart"),
+                ("lora", "lorma_plus"),
+                smoke="smoke_nlg",
+            ),
+            ("table", "table13"),
+        ),
+        Reproduction(
+            "table4",
+            TABLE4.title,
+            Grid(
+                "table4",
+                ("gemma_2b", "llama3_8b"),
+                ("metamathqa",),
+                ("lora", "peft_dora", "lorma_plus"),
+                smoke="smoke_maths",
+                evaluations=(Evaluation("gsm8k", "gsm_symbolic"), Evaluation("math", "gsm_symbolic")),
+            ),
+            ("table", "table4"),
+        ),
+        Reproduction(
+            "table6",
+            TABLE6.title,
+            Grid("table6", ("roberta_large",), _column_tasks(TABLE6), ("lorma_none", "lorma_plus")),
+            ("table", "table6"),
+        ),
+        Reproduction(
+            "table7",
+            TABLE7.title,
+            Grid(
+                "table7", ("roberta_large",), _column_tasks(TABLE7), ("lorma_plus",), sweep=("mode=pre,post",)
+            ),
+            ("table", "table7"),
+        ),
+        Reproduction(
+            "table8",
+            TABLE8.title,
+            Grid(
+                "table8",
+                ("roberta_base",),
+                _RANK_TASKS,
+                ("lorma_plus",),
+                sweep=(
+                    _sweep("method.targets", tuple(_target_list(w) for w in _TABLE8_WEIGHTS.values())),
+                    _sweep("r", _TABLE8_RANKS),
+                ),
+            ),
+            ("table", "table8"),
+        ),
+        Reproduction(
+            "table10",
+            TABLE10.title,
+            Grid(
+                "table10",
+                ("roberta_base",),
+                _column_tasks(TABLE10),
+                ("lorma_plus",),
+                variants=tuple(
+                    (f"method.targets={_target_list(weights)}", f"r={r}")
+                    for _, weights, r, _ in _TABLE10_BUDGETS
+                ),
+            ),
+            ("table", "table10"),
+        ),
+        Reproduction(
+            "figure5",
+            FIGURE5.title,
+            Grid(
+                "figure5",
+                ("roberta_base",),
+                FIGURE5_TASKS,
+                FIGURE5_METHODS,
+                sweep=(_sweep("r", FIGURE5_RANKS),),
+            ),
+            ("figure5",),
+        ),
+        Reproduction(
+            "table5",
+            TABLE5.title,
+            replace(TABLE2_GRID, models=("roberta_base",), tasks=_column_tasks(TABLE5)),
+            ("convergence",),
+            filtered=True,
+        ),
+        Reproduction(
+            "figure6",
+            FIGURE6.title,
+            replace(TABLE2_GRID, models=("roberta_base",), tasks=_column_tasks(FIGURE6)),
+            ("convergence",),
+            filtered=True,
+        ),
+        Reproduction(
+            "table9",
+            "Table 9: similarity of ΔW_LoRMA to ΔW_LoRA (RoBERTa-large, layers 3 and 23)",
+            _UPDATE_ANALYSIS_GRID,
+            ("similarity", "--layers", r"\.layer\.(3|23)\."),
+            filtered=True,
+        ),
+        Reproduction(
+            "table15",
+            TABLE15.title,
+            _UPDATE_ANALYSIS_GRID,
+            ("rank", "--layers", r"\.layer\.13\."),
+            filtered=True,
+        ),
+        Reproduction(
+            "figure7",
+            FIGURE7.title,
+            Grid("figure7", ("roberta_large",), ("cola",), ("lorma_plus", "lorma_pi"), seeds=(1,)),
+            ("rank",),
+            filtered=True,
+        ),
+    )
+}
 
 # Tables built from runs' results.json (``report table NAME``).
 RESULT_TABLES: dict[str, PaperTable] = {
