@@ -422,6 +422,18 @@ def test_compiled_variants_are_whole_model_fullgraph_compiles():
     assert set(COMPILED) <= {variant.name for variant in TRAIN_VARIANTS}
 
 
+@pytest.mark.slow
+def test_a_compile_run_measures_compiled_beside_eager_in_a_table_of_its_own():
+    lora = [variant for variant in TRAIN_VARIANTS if variant.name == "lora"]
+    document = benchmark(TINY, scopes=["layer"], variants=lora, compile_variants=True)
+    assert [record["variant"] for record in document["records"]] == ["lora", "lora_compiled"]
+    assert document["device"] == "cpu-compile" and document["compiled"] is True
+    compiled_record = document["records"][1]
+    assert compiled_record["ratio_vs_lora"] > 0 and compiled_record["trainable_params"] == LAYER.r * (
+        LAYER.d_in + LAYER.d_out
+    )
+
+
 def _one_linear_adaptation(name):
     from lorma_exp.bench.variants import Adaptation
 

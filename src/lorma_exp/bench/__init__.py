@@ -36,7 +36,8 @@ def benchmark(
     """Run `scopes` of `preset` in this process and return the JSON document: `machine`, `records` (one per
     variant and group), `checks` (performance.md's targets). `clock` times CPU runs (`"wall"` or
     `"process"`, see `measure`); GPU runs use CUDA events. `progress` gets each group's records.
-    `compile_variants` adds, beside each variant named in `variants.COMPILED`, its compiled self."""
+    `compile_variants` adds, beside each variant named in `variants.COMPILED`, its compiled self, and
+    labels the run `<device>-compile`."""
     if preset.device_type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"preset {preset.name!r} runs on CUDA, but torch.cuda.is_available() is False; use --preset cpu"
@@ -58,6 +59,8 @@ def benchmark(
         machine["freed_memory_kept"] = keep_freed_memory()
     clock_used = CUDA_EVENTS if device.type == "cuda" else clock
     if compile_variants:
+        # minutes of compilation and another variant set: a table of its own beside the eager one
+        label += "-compile"
         variants = [*variants, *(compiled(variant) for variant in variants if variant.name in COMPILED)]
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
     setting = Setting(preset, device, label, repeats or preset.repeats, clock_used)
