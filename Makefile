@@ -56,7 +56,7 @@ format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install ## LoRMA's cost next to LoRA, PEFT and the authors' form (CPU, about a minute; BENCH_ARGS=...)
+bench: install ## LoRMA's cost next to LoRA, PEFT and the authors' form (CPU, a few minutes; BENCH_ARGS=...)
 	$(PY) -m lorma_exp.bench --preset cpu --readme benchmarks/README.md $(BENCH_ARGS)
 
 reproduce-%: install
