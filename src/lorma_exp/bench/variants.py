@@ -21,6 +21,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from lorma_exp.adapters import AdapterConfig, LoraLinear, LormaLinear, inject_adapters
+from lorma_exp.adapters.base_layers import compute_dtype, is_conv1d, weight_matrix
 from lorma_exp.adapters.functional import (
     ShiftComputation,
     choose_shift_computation,
@@ -28,7 +29,6 @@ from lorma_exp.adapters.functional import (
     shift_costs,
     shift_linear,
 )
-from lorma_exp.adapters.layers import compute_dtype, is_conv1d, weight_matrix
 
 ALL_SCOPES = frozenset({"layer", "model"})
 
@@ -129,7 +129,7 @@ class ShiftLinearLorma(LormaLinear):
             rows.numel() // self.in_features, rows.device.type, rows.dtype
         )
         parts = []
-        for start, stop, index in self._segments():
+        for start, stop, index in self.segments():
             piece_bias = None if bias is None else bias[start:stop]
             if index is None:
                 parts.append(F.linear(rows, weight[start:stop].to(rows.dtype), piece_bias))
