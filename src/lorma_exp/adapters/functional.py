@@ -563,14 +563,3 @@ def choose_shift_computation(
     """The computation `shift_computation_costs` finds cheapest (ties: the order of `SHIFT_COMPUTATIONS`)."""
     estimates = shift_computation_costs(tokens, shapes, r, training, costs)
     return min(SHIFT_COMPUTATIONS, key=estimates.__getitem__)
-
-
-def shift_prefers_weight_path(tokens: int, shapes: list[tuple[int, int]], training: bool) -> bool:
-    """Whether building `P·W` (or `W·P`) beats applying the n×n multipliers `P` to activations, by the
-    dense multiply-adds alone (`_dense_multiply_adds`); `choose_shift_computation` also weighs memory
-    traffic and the structured forms."""
-    totals = {"activations": 0, "weight": 0}
-    for n, m in shapes:
-        for name, count in _dense_multiply_adds(tokens, n, m, training).items():
-            totals[name] += count
-    return totals["weight"] < totals["activations"]

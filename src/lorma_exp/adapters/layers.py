@@ -20,11 +20,12 @@ from torch import nn
 
 from .base_layers import EXACT_DTYPE, compute_dtype, is_adaptable, weight_matrix
 from .config import AdapterConfig
-from .functional import Fold, adapted_linear, low_rank_branch
+from .functional import SHIFT_COMPUTATIONS, Fold, ShiftComputation, adapted_linear, low_rank_branch
 from .variants import Factors, Lorma
 
-ShiftPath = Literal["auto", "activations", "weight"]
-SHIFT_PATHS: tuple[ShiftPath, ...] = ("auto", "activations", "weight")
+#: `LormaLinear.shift_path`: `"auto"` (the cost model's choice) or one of `functional.SHIFT_COMPUTATIONS`.
+ShiftPath = Literal["auto", ShiftComputation]
+SHIFT_PATHS: tuple[str, ...] = ("auto", *SHIFT_COMPUTATIONS)
 
 
 @dataclass(frozen=True)
@@ -299,9 +300,9 @@ class LormaLinear(AdapterLayer):
     for pre and d_in for post.
 
     Training never builds `W'` for inflations with a low-rank form (`rri`, `none`): they run as a low-rank
-    branch with a hand-written backward (see `functional.low_rank_branch`). `shift` applies `P = s·π(B·A)`
-    to activations or builds `P·W` once per call, whichever costs fewer flops; set `shift_path` to
-    `"activations"` or `"weight"` to force one (benchmarks, tests).
+    branch with a hand-written backward (see `functional.adapted_linear`). `shift` computes `P = s·π(B·A)`
+    as the cost model picks per call (`functional.shift_linear`: dense `P` on activations or in `P·W`, or
+    its structured FFT form); set `shift_path` to one computation to force it (benchmarks, tests).
     """
 
     method = "lorma"
@@ -310,8 +311,8 @@ class LormaLinear(AdapterLayer):
 
     @property
     def shift_path(self) -> ShiftPath:
-        """How `shift` is computed: `"auto"` (by flop count, the default), `"activations"` or `"weight"`;
-        other inflations ignore it."""
+        """How `shift` is computed: `"auto"` (the cost model's choice per call, the default) or one of
+        `functional.SHIFT_COMPUTATIONS`; other inflations ignore it."""
         return self._shift_path
 
     @shift_path.setter
