@@ -208,6 +208,8 @@ class TrainerConfig:
     snapshot_every_epoch: bool = False
     num_workers: int = 0
     progress_bar: bool = True
+    # torch.compile the model for its training steps (inductor; evaluation and decoding stay eager)
+    compile: bool = False
 
 
 @dataclass

@@ -38,7 +38,7 @@ from lorma_exp.plots import plot_loss_curve
 from lorma_exp.run_folder import RESULTS_FILE, RunFolder, write_evaluation_record
 from lorma_exp.summary import format_summary
 from lorma_exp.tracking import RunLogger, wandb_group_and_tags
-from lorma_exp.trainer import Trainer, TrainingInterrupted, TrainResult
+from lorma_exp.trainer import Trainer, TrainingInterrupted, TrainResult, compile_toolchain_problem
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ def preflight(cfg: DictConfig) -> tuple[TrainConfig, DistEnv]:
         )
     if settings.trainer.strategy == Strategy.single and env.distributed:
         raise ConfigError("trainer.strategy: single, but launched with several processes. Use trainer=ddp.")
+    if settings.trainer.compile and (problem := compile_toolchain_problem(env.device)) is not None:
+        raise ConfigError(f"trainer.compile: {problem}. Install it, or set trainer.compile=false.")
     load_model_config(settings.model)
     return settings, env
 

@@ -15,6 +15,7 @@ Design choices that make runs reproducible and resumable:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import math
 import shutil
@@ -37,6 +38,22 @@ from lorma_exp.run_folder import CONFIG_FILE, RunFolder
 from lorma_exp.tracking import RunLogger
 
 log = logging.getLogger(__name__)
+
+
+def compile_toolchain_problem(device: torch.device) -> str | None:
+    """Why `torch.compile` (inductor) cannot generate code for `device` here, or None when it can: on a
+    CPU it needs a C++ compiler, on a GPU the triton package."""
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            return "on a GPU inductor needs the triton package, which is not installed (pip install triton)"
+        return None
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception as error:  # inductor's own search, whatever it raises
+        return f"on a CPU inductor needs a C++ compiler (g++, or one named by $CXX): {error}"
+    return None
 
 
 class TrainingInterrupted(RuntimeError):
@@ -220,6 +237,8 @@ class Trainer:
             if env.distributed
             else self.model
         )
+        if settings.compile:
+            self.wrapped = torch.compile(self.wrapped)
         self.step = 0
         self.best: EvalRecord | None = None
         self.initial: EvalRecord | None = None

@@ -142,7 +142,7 @@ def _slice_effective_factors(
 class _AdaptedLinear(torch.autograd.Function):
     """An adapted layer, frozen product and low-rank branches in one node:
     `out = x·W^T + b`, plus on the rows of every adapted slice `s` (a whole layer is one slice)
-    `s·(x_d·A_eff,s^T)·B_eff,s^T`, where `x_d` is `x`, or `x` with adapter dropout (`keep` the kept
+    `s·(x_d·A_eff,s^T)·B_eff,s^T`, where `x_d` is `x` (`dropped` None), or `x` with adapter dropout (`keep` the kept
     positions, `keep_scale = 1/(1 − p)`: the branch sees `x_d`, the frozen product `x`). Backward keeps only
     what LoRA keeps: `x_d` (which is `x` without dropout), `U = x_d·A_eff^T` (tokens × slices·r) and the
     dropout mask, besides the frozen weight.
@@ -166,7 +166,7 @@ class _AdaptedLinear(torch.autograd.Function):
     def forward(
         ctx,
         x: torch.Tensor,
-        dropped: torch.Tensor,
+        dropped: torch.Tensor | None,
         keep: torch.Tensor | None,
         keep_scale: float,
         weight: torch.Tensor,
@@ -180,6 +180,7 @@ class _AdaptedLinear(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             weight_c = weight.to(x.dtype)
             stacked_a, effective_b = _slice_effective_factors(factor_a, factor_b, weight_c, fold, slices)
+            dropped = x if dropped is None else dropped
             u = dropped @ stacked_a.T
             out = x @ weight_c.T if bias is None else torch.addmm(bias.to(x.dtype), x, weight_c.T)
             for (start, stop), u_slice, b_eff in zip(
@@ -279,11 +280,10 @@ def adapted_linear(
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"adapted_linear: dropout={dropout!r} must be in [0, 1)")
     slices = ((0, weight.shape[0]),) if slices is None else tuple(slices)
+    dropped = keep = None  # without dropout the branch reads `x` (passing it twice breaks a compiled graph)
     if dropout > 0:
         with torch.no_grad():
             dropped, keep = torch.native_dropout(x, dropout, True)
-    else:
-        dropped, keep = x, None
     keep_scale = 1.0 / (1.0 - dropout)
     return _AdaptedLinear.apply(
         x, dropped, keep, keep_scale, weight, bias, factor_a, factor_b, scale, fold, slices
