@@ -121,10 +121,10 @@ def command_similarity(arguments: argparse.Namespace) -> None:
     from lorma_exp.analysis import adapter_updates
 
     runs = adapter_updates.adapter_runs(_filtered(arguments, _collect(arguments).finished))
-    table = adapter_updates.similarity_report(
+    tables = adapter_updates.similarity_report(
         runs, adapter_updates.untrained_backbone, layer_pattern=arguments.layers, seed=arguments.seed
     )
-    _finish(arguments, [table], arguments.table)
+    _finish(arguments, tables, arguments.table)
 
 
 def _layer_pattern(text: str) -> re.Pattern[str]:
