@@ -677,7 +677,14 @@ REPRODUCTIONS: dict[str, Reproduction] = {
         Reproduction(
             "figure7",
             FIGURE7.title,
-            Grid("figure7", ("roberta_large",), ("cola",), ("lorma_plus", "lorma_pi"), seeds=(1,)),
+            Grid(
+                "figure7",
+                ("roberta_large",),
+                ("cola",),
+                ("lorma_plus", "lorma_pi"),
+                seeds=(1,),
+                smoke="smoke_epochs",
+            ),
             ("rank",),
             filtered=True,
         ),
