@@ -206,6 +206,9 @@ class TrainerConfig:
     log_every: int = 10
     checkpoint_every_steps: int = 0
     snapshot_every_epoch: bool = False
+    # Also score the training rows at every evaluation, in eval mode with the evaluation metrics (Figure 8:
+    # training against evaluation accuracy); classification and regression tasks only.
+    eval_train: bool = False
     num_workers: int = 0
     progress_bar: bool = True
 
@@ -509,6 +512,12 @@ def validate(cfg: DictConfig) -> TrainConfig:
         "task.main_metric",
         f"{task.main_metric!r} is not one of task.metrics {task.metrics}",
         "Add it to task.metrics.",
+    )
+    _check(
+        not trainer.eval_train or task.problem != Problem.causal_lm,
+        "trainer.eval_train",
+        f"scores the training rows of classification and regression tasks; {task.name} is {task.problem}",
+        "Set trainer.eval_train=false.",
     )
     if task.problem == Problem.classification:
         _check(

@@ -5,6 +5,7 @@
     python -m lorma_exp.report convergence --runs DIR [DIR ...] --out DIR [filters]
     python -m lorma_exp.report rank --runs DIR [DIR ...] --out DIR [filters] [--layers REGEX]
     python -m lorma_exp.report similarity --runs DIR [DIR ...] --out DIR [filters] [--layers REGEX]
+    python -m lorma_exp.report accuracy-curves --runs DIR [DIR ...] --out DIR [filters]
 
 Every command writes ``<name>.md``, ``<name>.csv`` and ``<name>.tex`` per table (and PNGs) into ``--out``,
 prints the markdown, and with ``--wandb-log ENTITY/PROJECT`` also logs the tables as wandb Tables.
@@ -127,6 +128,18 @@ def command_similarity(arguments: argparse.Namespace) -> None:
     _finish(arguments, tables, arguments.table)
 
 
+def command_accuracy_curves(arguments: argparse.Namespace) -> None:
+    from lorma_exp.analysis import accuracy_curves
+
+    runs = _filtered(arguments, _collect(arguments).finished)
+    if not runs:
+        raise UsageError("no finished runs in --runs (after the filters) to draw Figure 8 from")
+    curves = [accuracy_curves.accuracy_curve(run) for run in runs]
+    accuracy_curves.plot_accuracy_curves(curves, Path(arguments.out) / "figure8.png")
+    tables = [render(accuracy_curves.figure8_table(curves)), accuracy_curves.curves_table(curves)]
+    _finish(arguments, tables, arguments.table)
+
+
 def _layer_pattern(text: str) -> re.Pattern[str]:
     try:
         return re.compile(text)
@@ -183,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
             "similarity",
             command_similarity,
             "Table 9 similarity of ΔW_LoRMA to ΔW_LoRA, with a random baseline",
+        ),
+        (
+            "accuracy-curves",
+            command_accuracy_curves,
+            "Figure 8 training vs evaluation accuracy over training (runs with trainer.eval_train=true)",
         ),
     ):
         command = commands.add_parser(name, help=help_text)
