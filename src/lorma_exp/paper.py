@@ -189,18 +189,36 @@ class Grid:
 
 
 @dataclass(frozen=True)
+class Cell:
+    """A paper cell read without training (its data, its backbone): ``experiment=<experiment>`` on the
+    model and task, composed as its runs would be; a SMOKE reading composes the ``debug=<smoke>`` stand-in."""
+
+    experiment: str
+    model: str
+    task: str
+    smoke: str = "smoke"
+
+
+@dataclass(frozen=True)
 class Reproduction:
     """``make reproduce-<name>``: train what ``grid`` lacks, score it, then run ``report`` on its runs.
 
     ``report`` is a ``python -m lorma_exp.report`` command without ``--runs`` and ``--out``. A ``filtered``
-    report (an analysis) reads only the grid's own cells: its table, models and tasks.
+    report (an analysis) reads only the grid's own cells: its table, models and tasks. A reproduction of
+    ``cells`` instead of a grid trains nothing: its report composes each cell and reads what it needs
+    (``--cell``), here its data (Table 12) or its pretrained weights.
     """
 
     name: str
     title: str
-    grid: Grid
+    grid: Grid | None
     report: tuple[str, ...]
     filtered: bool = False
+    cells: tuple[Cell, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.grid is None) == (not self.cells):
+            raise ValueError(f"{self.name}: a reproduction has either a grid of runs or cells to read")
 
 
 def _targets(*names: str) -> tuple[str, ...]:
@@ -561,6 +579,44 @@ TABLE9 = PaperTable(
 )
 
 
+# Table 12's sizes (paper-results.md, with Table 14: "Dataset sizes (train/val)"); the validation split is
+# the one the paper reports (MNLI: matched). E2E's sizes there count MR-text pairs, while its evaluation
+# splits group the references of an MR, so Table 12 covers GLUE.
+_TABLE12_SIZES = {
+    "cola": (8551, 1043),
+    "sst2": (67349, 872),
+    "mrpc": (3668, 408),
+    "stsb": (5749, 1500),
+    "qqp": (363871, 40432),
+    "mnli": (392702, 9815),
+    "qnli": (104743, 5463),
+    "rte": (2490, 277),
+}
+TABLE12 = PaperTable(
+    name="table12",
+    title="Table 12: dataset statistics, computed from the data (GLUE; sizes beside the paper's)",
+    row_header="Task",
+    columns=(
+        PaperColumn("train", "train rows", decimals=0),
+        PaperColumn("validation", "validation rows", decimals=0),
+    ),
+    rows=tuple(PaperRow(task, GLUE_LABEL[task], _TABLE12_SIZES[task], {"task": task}) for task in GLUE_TASKS),
+    notes=("validation: the first evaluation split, the one the paper reports (MNLI: validation_matched).",),
+)
+
+# The paper's premise that pretrained weights are (almost) full rank: every adapted matrix has a numerical
+# rank of at least this fraction of its smaller dimension.
+FULL_RANK_FRACTION = 0.99
+# The cells whose backbones and adapted matrices the check reads: one per model of the paper.
+_FULL_RANK_CELLS = (
+    Cell("table2", "roberta_base", "cola"),
+    Cell("table2", "roberta_large", "cola"),
+    Cell("table3", "gpt2_medium", "e2e", smoke="smoke_nlg"),
+    Cell("table4", "gemma_2b", "metamathqa", smoke="smoke_maths"),
+    Cell("table4", "llama3_8b", "metamathqa", smoke="smoke_maths"),
+)
+
+
 def _column_tasks(table: PaperTable) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(column.match["task"]) for column in table.columns))
 
@@ -697,6 +753,21 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             _UPDATE_ANALYSIS_GRID,
             ("rank", "--layers", r"\.layer\.13\."),
             filtered=True,
+        ),
+        Reproduction(
+            "table12",
+            TABLE12.title,
+            None,
+            ("datasets",),
+            cells=tuple(Cell("table2", "roberta_base", task) for task in GLUE_TASKS),
+        ),
+        Reproduction(
+            "fullrank",
+            f"Pretrained weights are ≥ {FULL_RANK_FRACTION:.0%} of full rank: numerical rank / min dim of "
+            "every adapted matrix",
+            None,
+            ("pretrained-rank",),
+            cells=_FULL_RANK_CELLS,
         ),
         Reproduction(
             "figure8",

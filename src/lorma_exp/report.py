@@ -6,16 +6,22 @@
     python -m lorma_exp.report rank --runs DIR [DIR ...] --out DIR [filters] [--layers REGEX]
     python -m lorma_exp.report similarity --runs DIR [DIR ...] --out DIR [filters] [--layers REGEX]
     python -m lorma_exp.report accuracy-curves --runs DIR [DIR ...] --out DIR [filters]
+    python -m lorma_exp.report datasets --cell "experiment=table2 model=roberta_base task=cola" [--cell ...] --out DIR
+    python -m lorma_exp.report pretrained-rank --cell "experiment=table2 model=roberta_base task=cola" ... --out DIR
 
 Every command writes ``<name>.md``, ``<name>.csv`` and ``<name>.tex`` per table (and PNGs) into ``--out``,
 prints the markdown, and with ``--wandb-log ENTITY/PROJECT`` also logs the tables as wandb Tables.
 Filters: ``--table NAME`` (the runs' ``paper_cell.table``), ``--task T ...``, ``--model M ...``.
+``datasets`` (Table 12) and ``pretrained-rank`` read no runs: each ``--cell`` is the Hydra overrides of a
+training run (as ``make reproduce-table12`` / ``-fullrank`` write them), composed and validated as train.py
+would, and the report reads that cell's data or pretrained backbone.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +38,9 @@ from lorma_exp.analysis.runs import (
     unfinished_of_table,
 )
 from lorma_exp.analysis.tables import render, table_from_runs
+from lorma_exp.config import ConfigError, TrainConfig, compose_train, validate
+from lorma_exp.data.hub import DataLoadError
+from lorma_exp.models import ModelLoadError
 from lorma_exp.paper import FIGURE5, RESULT_TABLES
 from lorma_exp.run_folder import RESULTS_FILE
 
@@ -140,6 +149,28 @@ def command_accuracy_curves(arguments: argparse.Namespace) -> None:
     _finish(arguments, tables, arguments.table)
 
 
+def _cell_settings(arguments: argparse.Namespace) -> list[TrainConfig]:
+    """Each ``--cell``'s training config, composed from conf/ and validated as train.py does."""
+    return [validate(compose_train(shlex.split(cell), "--cell")) for cell in arguments.cell]
+
+
+def command_datasets(arguments: argparse.Namespace) -> None:
+    from lorma_exp.analysis import datasets
+
+    statistics = [datasets.dataset_statistics(settings) for settings in _cell_settings(arguments)]
+    tables = [render(datasets.table12(statistics)), datasets.statistics_table(statistics)]
+    _finish(arguments, tables, "table12")
+
+
+def command_pretrained_rank(arguments: argparse.Namespace) -> None:
+    from lorma_exp.analysis import pretrained_rank
+
+    cells = _cell_settings(arguments)
+    records = [record for settings in cells for record in pretrained_rank.pretrained_rank_records(settings)]
+    tables = pretrained_rank.full_rank_tables(records, smoke=any(settings.smoke for settings in cells))
+    _finish(arguments, tables, "fullrank")
+
+
 def _layer_pattern(text: str) -> re.Pattern[str]:
     try:
         return re.compile(text)
@@ -218,6 +249,26 @@ def build_parser() -> argparse.ArgumentParser:
                 "--seed", type=int, default=0, help="seed of the random baseline (default 0)"
             )
         command.set_defaults(handler=handler)
+
+    for name, handler, help_text in (
+        ("datasets", command_datasets, "Table 12 dataset statistics of each cell, beside the paper's sizes"),
+        (
+            "pretrained-rank",
+            command_pretrained_rank,
+            "the paper's check that every adapted pretrained matrix is ≥ 99% of full rank",
+        ),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument(
+            "--cell",
+            action="append",
+            required=True,
+            metavar="OVERRIDES",
+            help='a training run\'s overrides in one string, e.g. "experiment=table2 model=roberta_base task=cola"',
+        )
+        command.add_argument("--out", required=True, metavar="DIR", help="where the tables go")
+        command.add_argument("--wandb-log", metavar="ENTITY/PROJECT", help="log the tables as wandb Tables")
+        command.set_defaults(handler=handler)
     return parser
 
 
@@ -225,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
         arguments.handler(arguments)
-    except (UsageError, RunDataError, FileNotFoundError) as error:
+    except (UsageError, RunDataError, ConfigError, DataLoadError, ModelLoadError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
