@@ -41,7 +41,7 @@ from lorma_exp.analysis.tables import render, table_from_runs
 from lorma_exp.config import ConfigError, TrainConfig, compose_train, validate
 from lorma_exp.data.hub import DataLoadError
 from lorma_exp.models import ModelLoadError
-from lorma_exp.paper import FIGURE5, RESULT_TABLES
+from lorma_exp.paper import FIGURE5, FULL_RANK_FRACTION, RESULT_TABLES
 from lorma_exp.run_folder import RESULTS_FILE
 
 TABLE_CHOICES = tuple(name for name in RESULT_TABLES if name != FIGURE5.name)
@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         (
             "pretrained-rank",
             command_pretrained_rank,
-            "the paper's check that every adapted pretrained matrix is ≥ 99% of full rank",
+            f"the paper's check that every adapted pretrained matrix is ≥ {FULL_RANK_FRACTION * 100:.0f}%% of full rank",
         ),
     ):
         command = commands.add_parser(name, help=help_text)
