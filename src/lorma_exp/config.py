@@ -80,6 +80,13 @@ class EvalStrategy(_Choice):
     no = "no"
 
 
+class NonFinite(_Choice):
+    """What a non-finite loss or gradient norm does: stop the run as diverged, or drop that step."""
+
+    stop = "stop"
+    skip_step = "skip_step"
+
+
 class Strategy(_Choice):
     auto = "auto"
     single = "single"
@@ -201,6 +208,9 @@ class TrainerConfig:
     eval_before_training: bool = False
     log_every: int = 10
     checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 30.0
+    on_nonfinite: NonFinite = NonFinite.stop
+    max_skipped_steps: int = 10
     snapshot_every_epoch: bool = False
     num_workers: int = 0
     progress_bar: bool = True
@@ -345,6 +355,12 @@ _RANGE_RULES = (
         _non_negative,
         "trainer.checkpoint_every_steps=0 (only at evaluations)",
     ),
+    (
+        "trainer.checkpoint_every_minutes",
+        _non_negative,
+        "trainer.checkpoint_every_minutes=30 (0: not by time)",
+    ),
+    ("trainer.max_skipped_steps", _non_negative, "trainer.max_skipped_steps=10"),
     ("data.max_length", _positive, "data.max_length=128"),
     ("data.limit", _positive, "data.limit=null (the whole training set)"),
     ("data.eval_limit", _positive, "data.eval_limit=null (whole evaluation splits)"),
@@ -464,27 +480,44 @@ def validate(cfg: DictConfig) -> TrainConfig:
     return settings
 
 
-def compose_task(task: str) -> DictConfig:
-    """The training config with ``task=<task>``, composed from conf/ (inside or outside a Hydra app).
+def check_precision(precision: Precision, device_type: str) -> None:
+    """fp16 training needs a GPU (its loss scaling is a CUDA feature); bf16 and fp32 train anywhere."""
+    _check(
+        precision != Precision.fp16 or device_type == "cuda",
+        "trainer.precision",
+        f"fp16 needs a GPU, and this run trains on {device_type}",
+        "Use trainer.precision=bf16 or fp32 here, or run on a CUDA machine.",
+    )
 
-    Inside eval.py, Hydra is set up on conf/eval/; it is set aside for this composition and put back
-    afterwards.
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The training config conf/config.yaml composes with ``overrides`` (inside or outside a Hydra app).
+
+    Inside a Hydra app (train.py, eval.py on conf/eval/), the app's Hydra is set aside for this
+    composition and put back afterwards. HydraException for overrides that do not compose.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
 
     outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=[f"task={task}"])
-    except HydraException as error:
-        raise ConfigError(f"task: {error}") from error
+            return compose("config", overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
         if outer is not None:
             GlobalHydra.instance().initialize(outer)
+
+
+def compose_task(task: str) -> DictConfig:
+    """The training config with ``task=<task>``, composed from conf/."""
+    from hydra.errors import HydraException
+
+    try:
+        return compose_config([f"task={task}"])
+    except HydraException as error:
+        raise ConfigError(f"task: {error}") from error
 
 
 def load_run_settings(run_dir: Path, options: EvalConfig) -> TrainConfig:
