@@ -207,8 +207,10 @@ class TrainerConfig:
     eval_steps: int = 0
     eval_before_training: bool = False
     log_every: int = 10
+    # Checkpoints: at every evaluation, and every N steps / minutes (0: not by steps / by time).
     checkpoint_every_steps: int = 0
     checkpoint_every_minutes: float = 30.0
+    # A non-finite loss or gradient norm: stop the run as diverged, or drop that step (at most N of them).
     on_nonfinite: NonFinite = NonFinite.stop
     max_skipped_steps: int = 10
     snapshot_every_epoch: bool = False
