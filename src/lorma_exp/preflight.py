@@ -1,6 +1,6 @@
 """Every cheap check of a training config, before any data is read or weights are loaded.
 
-Beyond the schema and :func:`config.validate`: the task family exists, the launch matches
+Beyond the schema and :func:`config.validate`: the task's family and metrics exist, the launch matches
 ``trainer.strategy``, the backbone's config can be read, the precision suits the device, and the method's
 targets exist in the backbone with a rank below both sides of every target (checked on a weightless copy of
 the backbone, built on the ``meta`` device). Each failure is a ConfigError naming the field.
@@ -15,7 +15,7 @@ from torch import nn
 
 from lorma_exp.adapters import resolve_target_names
 from lorma_exp.config import ConfigError, Strategy, TrainConfig, check_precision, validate
-from lorma_exp.data import family_builder
+from lorma_exp.data import check_task
 from lorma_exp.distributed import DistEnv, init_distributed
 from lorma_exp.methods import method_for
 from lorma_exp.models import load_model_config, model_skeleton
@@ -52,7 +52,7 @@ def check_targets(settings: TrainConfig, skeleton: nn.Module) -> None:
 def preflight(cfg: DictConfig) -> tuple[TrainConfig, DistEnv]:
     """The validated settings and this process's place in the job, or a ConfigError."""
     settings = validate(cfg)
-    family_builder(settings.task.family)
+    check_task(settings.task)
     env = init_distributed(settings.trainer.device)
     if settings.trainer.strategy == Strategy.ddp and not env.distributed:
         raise ConfigError(

@@ -27,6 +27,7 @@ TRAIN_LOG = "train.log"
 METRICS_FILE = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 RESULTS_FILE = "results.json"
+LABELS_FILE = "labels.json"
 LOSS_CURVE = "loss_curve.png"
 WANDB_ID_FILE = ".wandb_id"
 CHECKPOINTS_DIR = "checkpoints"
@@ -150,6 +151,11 @@ class RunFolder:
     def results(self) -> Path:
         """results.json, written once when the run finishes: its presence means "finished"."""
         return self.path / RESULTS_FILE
+
+    @property
+    def labels(self) -> Path:
+        """labels.json: the class names in id order, for tasks with named classes (user files, reviews)."""
+        return self.path / LABELS_FILE
 
     @property
     def loss_curve(self) -> Path:

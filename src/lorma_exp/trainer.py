@@ -47,14 +47,13 @@ from lorma_exp.config import (
     TrainerConfig,
     check_precision,
 )
-from lorma_exp.data.base import Batch, TaskData
+from lorma_exp.data.base import IGNORE_INDEX, Batch, TaskData
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
 from lorma_exp.run_folder import RunFolder
 from lorma_exp.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 # Spreads the per-chunk seeds of one step apart: seed + step + CHUNK_SEED_STRIDE · chunk.
 CHUNK_SEED_STRIDE = 1_000_003
 

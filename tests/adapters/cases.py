@@ -127,14 +127,98 @@ MODELS = {
     "mlp": ModelSpec(TinyMLP, ("lin0", "lin1"), is_transformers=False, modules_to_save=("head",)),
 }
 
-METHODS = {
-    "lorma-rri-pre": {"method": "lorma", "inflation": "rri", "mode": "pre"},
-    "lorma-rri-post": {"method": "lorma", "inflation": "rri", "mode": "post"},
-    "lorma-shift-pre": {"method": "lorma", "inflation": "shift", "mode": "pre"},
-    "lorma-shift-post": {"method": "lorma", "inflation": "shift", "mode": "post"},
-    "lorma-none-pre": {"method": "lorma", "inflation": "none", "mode": "pre"},
-    "lorma-none-post": {"method": "lorma", "inflation": "none", "mode": "post"},
-    "lora": {"method": "lora"},
+
+def reference_pi(matrix: torch.Tensor) -> torch.Tensor:
+    """π(M)[i, j] = M[i, (j − i) mod n], by an explicit index table (method.md §1)."""
+    n = matrix.shape[0]
+    columns = (torch.arange(n)[None, :] - torch.arange(n)[:, None]) % n
+    return torch.gather(matrix, 1, columns)
+
+
+#: `W'` from the frozen weight `W` (d_out × d_in), one slice's factors by name, `s` and the mode.
+LiteralWeight = Callable[[torch.Tensor, dict[str, torch.Tensor], float, str | None], torch.Tensor]
+
+
+def lora_weight(weight, factors, scale, mode):
+    """LoRA: W + s·B·A."""
+    return weight + scale * factors["lora_B"] @ factors["lora_A"]
+
+
+def multiplied(inflate: Callable[[torch.Tensor, float], torch.Tensor]) -> LiteralWeight:
+    """LoRMA: M·W (pre) or W·M (post), M = inflate(B·A, s)."""
+
+    def literal(weight, factors, scale, mode):
+        multiplier = inflate(factors["lorma_B"] @ factors["lorma_A"], scale)
+        return multiplier @ weight if mode == "pre" else weight @ multiplier
+
+    return literal
+
+
+def rri(product, scale):
+    return torch.eye(product.shape[0], dtype=product.dtype) + scale * product
+
+
+def shift(product, scale):
+    return scale * reference_pi(product)
+
+
+def uninflated(product, scale):
+    return scale * product
+
+
+def row_magnitude(literal: LiteralWeight) -> LiteralWeight:
+    """diag(g)·W', g = the factor `lorma_magnitude`."""
+    return lambda weight, factors, scale, mode: (
+        factors["lorma_magnitude"][:, None] * literal(weight, factors, scale, mode)
+    )
+
+
+LORMA_FACTORS = ("lorma_A", "lorma_B")
+
+
+@dataclass(frozen=True)
+class Method:
+    """An adapter method as the generic tests see it: its config fields and what to expect of it, written
+    down here independently of the library (the literal formula of method.md, the expected factors)."""
+
+    fields: dict[str, str]
+    literal_weight: LiteralWeight
+    #: At init: `"base"` (the base function bitwise), `"rounding"` (up to rounding) or `"projector"`.
+    at_init: str
+    exact_lora_export: bool
+    factor_names: tuple[str, ...] = LORMA_FACTORS
+    invertible: bool = True
+
+
+def lorma(inflation: str, literal_weight: LiteralWeight, **expected) -> dict[str, Method]:
+    """One LoRMA inflation, in both modes."""
+    return {
+        f"lorma-{inflation}-{mode}": Method(
+            {"method": "lorma", "inflation": inflation, "mode": mode}, literal_weight, **expected
+        )
+        for mode in ("pre", "post")
+    }
+
+
+#: Every adapter method the generic tests run: one entry per method or LoRMA inflation.
+METHODS: dict[str, Method] = {
+    **lorma("rri", multiplied(rri), at_init="base", exact_lora_export=True),
+    **lorma("shift", multiplied(shift), at_init="rounding", exact_lora_export=False),
+    **lorma("none", multiplied(uninflated), at_init="projector", exact_lora_export=False, invertible=False),
+    **lorma(
+        "rri_magnitude",
+        row_magnitude(multiplied(rri)),
+        at_init="base",
+        exact_lora_export=False,
+        factor_names=(*LORMA_FACTORS, "lorma_magnitude"),
+    ),
+    "lora": Method(
+        {"method": "lora"},
+        lora_weight,
+        at_init="base",
+        exact_lora_export=True,
+        factor_names=("lora_A", "lora_B"),
+    ),
 }
 
 #: A few cases also exercise the bias and dropout options.
@@ -143,6 +227,7 @@ EXTRA_OPTIONS = {
     ("roberta", "lora"): {"bias": "all"},
     ("llama", "lorma-rri-pre"): {"dropout": 0.1},
     ("gpt2", "lorma-shift-pre"): {"dropout": 0.1, "dropout_on": "input"},
+    ("gpt2", "lorma-rri_magnitude-post"): {"bias": "adapter", "dropout": 0.1},
 }
 
 
@@ -159,6 +244,10 @@ class Case:
         return MODELS[self.model_name]
 
     @property
+    def method(self) -> Method:
+        return METHODS[self.method_name]
+
+    @property
     def id(self) -> str:
         return f"{self.model_name}-{self.method_name}"
 
@@ -168,13 +257,9 @@ class Case:
             modules_to_save=self.spec.modules_to_save,
             r=4,
             alpha=8,
-            **METHODS[self.method_name],
+            **self.method.fields,
             **self.options,
         )
-
-    @property
-    def exact_lora_export(self) -> bool:
-        return METHODS[self.method_name].get("inflation", "rri") == "rri"
 
 
 CASES = [

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lorma_exp.adapters import AdapterConfig
+from lorma_exp.adapters import INFLATIONS, AdapterConfig
+
+from .cases import METHODS
 
 
 def test_lorma_defaults_to_the_papers_rri_pre():
@@ -52,3 +54,19 @@ def test_bad_values_raise_naming_the_field(fields, field_named):
 def test_unknown_keys_in_a_dict_are_refused():
     with pytest.raises(ValueError, match="lora_dim"):
         AdapterConfig.from_dict({"targets": ["q"], "lora_dim": 8})
+
+
+def test_inflations_are_the_registered_lorma_variants():
+    expected = {method.fields["inflation"] for method in METHODS.values() if "inflation" in method.fields}
+    assert set(INFLATIONS) == expected and INFLATIONS[:3] == ("rri", "shift", "none")
+    for inflation in INFLATIONS:
+        assert AdapterConfig(targets=["q"], inflation=inflation).variant.name == inflation
+
+
+@pytest.mark.parametrize("method_name", list(METHODS))
+def test_which_updates_export_exactly_to_lora(method_name):
+    """method.md §3: LoRA and LoRMA₊ updates are rank-r additive terms; π, no inflation and a row
+    magnitude are full rank (the expectation of each method is written in cases.py)."""
+    method = METHODS[method_name]
+    config = AdapterConfig(targets=["q"], **method.fields)
+    assert config.exports_exactly_to_lora is method.exact_lora_export

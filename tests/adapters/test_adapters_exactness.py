@@ -1,5 +1,6 @@
 """One adapted layer in float64 against the literal weight-space formulas of method.md: outputs and the
-gradients of A, B and the input, for every inflation × mode and LoRA, on nn.Linear and GPT-2 Conv1D.
+gradients of every factor and the input, for every method of the case list (each inflation × mode, LoRA),
+on nn.Linear and GPT-2 Conv1D.
 Also: the initialisations, the fused GPT-2 slices, and what each layer keeps for backward."""
 
 from __future__ import annotations
@@ -12,26 +13,18 @@ from transformers.pytorch_utils import Conv1D
 from lorma_exp.adapters import AdapterConfig, LoraLinear, LormaLinear
 from lorma_exp.adapters.layers import OutputSlice
 
-from .cases import relative_error
+from .cases import METHODS, relative_error
 
 EXACT = 1e-10  # float64: only rounding separates the activation forms from the weight-space formulas
 R, ALPHA = 3, 5.0
 SCALE = ALPHA / R
 
-KINDS = {
-    "rri-pre": {"inflation": "rri", "mode": "pre"},
-    "rri-post": {"inflation": "rri", "mode": "post"},
-    "shift-pre": {"inflation": "shift", "mode": "pre"},
-    "shift-post": {"inflation": "shift", "mode": "post"},
-    "none-pre": {"inflation": "none", "mode": "pre"},
-    "none-post": {"inflation": "none", "mode": "post"},
-    "lora": {},
-}
+#: Every method of the generic case list, by name (`lorma-rri-pre`, …, `lora`).
+KINDS = list(METHODS)
 
 
 def make_config(kind: str) -> AdapterConfig:
-    method = "lora" if kind == "lora" else "lorma"
-    return AdapterConfig(targets=("layer",), method=method, r=R, alpha=ALPHA, **KINDS[kind])
+    return AdapterConfig(targets=("layer",), r=R, alpha=ALPHA, **METHODS[kind].fields)
 
 
 def make_adapter(kind: str, base: nn.Module, slices=None) -> nn.Module:
@@ -39,28 +32,14 @@ def make_adapter(kind: str, base: nn.Module, slices=None) -> nn.Module:
     return layer_class(base, make_config(kind), slices)
 
 
-def reference_pi(matrix: torch.Tensor) -> torch.Tensor:
-    """π(M)[i, j] = M[i, (j − i) mod n], by an explicit index table."""
-    n = matrix.shape[0]
-    columns = (torch.arange(n)[None, :] - torch.arange(n)[:, None]) % n
-    return torch.gather(matrix, 1, columns)
+def literal_weight(kind: str, weight: torch.Tensor, factors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """W' exactly as method.md §1 writes it (cases.py holds each method's formula)."""
+    return METHODS[kind].literal_weight(weight, factors, SCALE, METHODS[kind].fields.get("mode"))
 
 
-def literal_weight(
-    kind: str, weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor
-) -> torch.Tensor:
-    """W' exactly as method.md §1 writes it."""
-    if kind == "lora":
-        return weight + SCALE * lora_b @ lora_a
-    inflation, mode = KINDS[kind]["inflation"], KINDS[kind]["mode"]
-    product = lora_b @ lora_a
-    eye = torch.eye(product.shape[0], dtype=product.dtype)
-    multiplier = {
-        "rri": eye + SCALE * product,
-        "shift": SCALE * reference_pi(product),
-        "none": SCALE * product,
-    }[inflation]
-    return multiplier @ weight if mode == "pre" else weight @ multiplier
+def reference_copies(layer: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of each factor that records its own gradient, by name."""
+    return {name: getattr(layer, name).detach().clone().requires_grad_(True) for name in layer.factor_names}
 
 
 def make_base(layer_type: str, d_in: int, d_out: int, bias: bool) -> nn.Module:
@@ -95,7 +74,7 @@ SHAPES = [pytest.param(6, 10, id="dout>din"), pytest.param(10, 6, id="dout<din")
 
 
 def _shift_paths(kind: str) -> list[str]:
-    return ["activations", "weight"] if kind.startswith("shift") else ["auto"]
+    return ["activations", "weight"] if METHODS[kind].fields.get("inflation") == "shift" else ["auto"]
 
 
 EXACT_CASES = [pytest.param(kind, path, id=f"{kind}-{path}") for kind in KINDS for path in _shift_paths(kind)]
@@ -110,7 +89,7 @@ def test_output_and_gradients_equal_the_weight_space_formula(kind, shift_path, l
     if shift_path != "auto":
         layer.shift_path = shift_path
     randomise(layer)
-    factor_a, factor_b = (getattr(layer, name) for name in layer.factor_names)
+    assert set(layer.factor_names) == set(METHODS[kind].factor_names)
     generator = torch.Generator().manual_seed(4)
     x = torch.randn(2, 5, d_in, dtype=torch.float64, generator=generator, requires_grad=True)
     grad_out = torch.randn(2, 5, d_out, dtype=torch.float64, generator=generator)
@@ -118,49 +97,46 @@ def test_output_and_gradients_equal_the_weight_space_formula(kind, shift_path, l
     out = layer(x)
     out.backward(grad_out)
 
-    ref_a = factor_a.detach().clone().requires_grad_(True)
-    ref_b = factor_b.detach().clone().requires_grad_(True)
+    reference = reference_copies(layer)
     ref_x = x.detach().clone().requires_grad_(True)
-    adapted = literal_weight(kind, base_weight(base), ref_a, ref_b)
+    adapted = literal_weight(kind, base_weight(base), reference)
     ref_out = ref_x @ adapted.T + (base.bias if base.bias is not None else 0.0)
     ref_out.backward(grad_out)
 
     assert relative_error(out, ref_out) <= EXACT
-    assert relative_error(factor_a.grad, ref_a.grad) <= EXACT
-    assert relative_error(factor_b.grad, ref_b.grad) <= EXACT
+    for name, factor in reference.items():
+        assert relative_error(getattr(layer, name).grad, factor.grad) <= EXACT, name
     assert relative_error(x.grad, ref_x.grad) <= EXACT
     assert relative_error(layer.delta_weight(torch.float64), adapted - base_weight(base)) <= EXACT
 
 
 @pytest.mark.parametrize(("layer_type", "bias"), [LAYER_CASES[0], LAYER_CASES[2]])
 @pytest.mark.parametrize(("d_in", "d_out"), SHAPES)
-@pytest.mark.parametrize("kind", ["rri-pre", "rri-post", "lora"])
+@pytest.mark.parametrize("kind", ["lorma-rri-pre", "lorma-rri-post", "lorma-rri_magnitude-pre", "lora"])
 def test_factor_and_bias_gradients_when_the_input_needs_none(kind, layer_type, bias, d_in, d_out):
     """The first adapted layer of a network gets an input without gradient, and `bias="adapter"` trains
-    the frozen layer's bias: the backward that skips the input gradient must still give exact A, B and bias
-    gradients."""
+    the frozen layer's bias: the backward that skips the input gradient must still give exact factor and
+    bias gradients."""
     base = make_base(layer_type, d_in, d_out, bias)
     layer = make_adapter(kind, base)
     base.bias.requires_grad_(True)
     randomise(layer)
-    factor_a, factor_b = (getattr(layer, name) for name in layer.factor_names)
     generator = torch.Generator().manual_seed(6)
     x = torch.randn(4, d_in, dtype=torch.float64, generator=generator)
     grad_out = torch.randn(4, d_out, dtype=torch.float64, generator=generator)
 
     layer(x).backward(grad_out)
 
-    ref_a = factor_a.detach().clone().requires_grad_(True)
-    ref_b = factor_b.detach().clone().requires_grad_(True)
+    reference = reference_copies(layer)
     ref_bias = base.bias.detach().clone().requires_grad_(True)
-    (x @ literal_weight(kind, base_weight(base), ref_a, ref_b).T + ref_bias).backward(grad_out)
+    (x @ literal_weight(kind, base_weight(base), reference).T + ref_bias).backward(grad_out)
 
-    assert relative_error(factor_a.grad, ref_a.grad) <= EXACT
-    assert relative_error(factor_b.grad, ref_b.grad) <= EXACT
+    for name, factor in reference.items():
+        assert relative_error(getattr(layer, name).grad, factor.grad) <= EXACT, name
     assert relative_error(base.bias.grad, ref_bias.grad) <= EXACT
 
 
-@pytest.mark.parametrize("kind", ["shift-pre", "shift-post"])
+@pytest.mark.parametrize("kind", ["lorma-shift-pre", "lorma-shift-post"])
 def test_both_shift_paths_compute_the_same_function_and_gradients(kind):
     results = []
     for path in ("activations", "weight"):
@@ -179,26 +155,26 @@ def test_both_shift_paths_compute_the_same_function_and_gradients(kind):
 
 
 def test_rri_and_lora_start_at_b_zero_with_kaiming_a():
-    for kind in ("rri-pre", "rri-post", "lora"):
+    for kind in ("lorma-rri-pre", "lorma-rri-post", "lora"):
         layer = make_adapter(kind, make_base("linear", 6, 10, True))
         factor_a, factor_b = (getattr(layer, name) for name in layer.factor_names)
         assert torch.count_nonzero(factor_b) == 0
         # kaiming_uniform_(a=√5) draws from U(−1/√fan_in, 1/√fan_in), fan_in = A's second dimension.
         bound = 1 / factor_a.shape[1] ** 0.5
         assert factor_a.abs().max() <= bound and factor_a.std() > bound / 4
-    layer = make_adapter("rri-pre", make_base("linear", 6, 10, True))
+    layer = make_adapter("lorma-rri-pre", make_base("linear", 6, 10, True))
     assert torch.equal(layer.multiplier(), torch.eye(10, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("mode", ["pre", "post"])
 def test_shift_starts_at_the_identity(mode):
-    layer = make_adapter(f"shift-{mode}", make_base("linear", 6, 10, True))
+    layer = make_adapter(f"lorma-shift-{mode}", make_base("linear", 6, 10, True))
     n = 10 if mode == "pre" else 6
     assert relative_error(layer.multiplier(), torch.eye(n, dtype=torch.float64)) <= 1e-15
 
 
 def test_no_inflation_starts_at_the_rank_r_projector_b_pinv_b():
-    layer = make_adapter("none-pre", make_base("linear", 6, 10, True))
+    layer = make_adapter("lorma-none-pre", make_base("linear", 6, 10, True))
     multiplier = layer.multiplier()
     assert torch.linalg.matrix_rank(multiplier) == R
     assert relative_error(multiplier @ multiplier, multiplier) <= 1e-12  # a projector
@@ -281,7 +257,9 @@ def minimal_lora_bytes(base: nn.Linear, x: torch.Tensor, autocast: bool) -> int:
 @pytest.mark.parametrize(
     ("d_in", "d_out"), [pytest.param(32, 128, id="dout>din"), pytest.param(128, 32, id="dout<din")]
 )
-@pytest.mark.parametrize("kind", ["rri-pre", "rri-post", "none-pre", "none-post", "lora"])
+@pytest.mark.parametrize(
+    "kind", ["lorma-rri-pre", "lorma-rri-post", "lorma-none-pre", "lorma-none-post", "lora"]
+)
 def test_an_adapted_layer_keeps_no_more_for_backward_than_lora(kind, d_in, d_out, autocast):
     base = nn.Linear(d_in, d_out).requires_grad_(False)
     x = torch.randn(256, d_in, requires_grad=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from importlib import metadata
 
 import pytest
 import torch
@@ -42,10 +43,9 @@ def test_starts_as_the_base_model(case: Case) -> None:
     inputs = case.spec.inputs()
     base_logits = case.spec.logits(case.spec.build(), inputs)
     logits = case.spec.logits(adapted(case, perturb=False), inputs)
-    config = case.config()
-    if config.method == "lora" or config.inflation == "rri":
-        assert torch.equal(logits, base_logits)  # B = 0: the adapter adds an exact zero
-    elif config.inflation == "shift":
+    if case.method.at_init == "base":
+        assert torch.equal(logits, base_logits)  # B = 0 (and g = 1): the adapter adds an exact zero
+    elif case.method.at_init == "rounding":
         assert relative_error(logits, base_logits) <= SHIFT_INIT_TOLERANCE
     else:  # LoRMA without inflation starts from the projector B·pinv(B), which is not I
         assert relative_error(logits, base_logits) > 1e-3
@@ -64,7 +64,7 @@ def test_an_optimizer_step_changes_only_adapters_and_heads(case: Case) -> None:
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed == trainable
     config = case.config()
-    factor_names = ("lora_A", "lora_B") if config.method == "lora" else ("lorma_A", "lorma_B")
+    factor_names = case.method.factor_names
     for name in trainable:
         is_factor = name.rsplit(".", 1)[-1] in factor_names
         is_head = any(name.startswith(head + ".") for head in (case.spec.modules_to_save or ("classifier",)))
@@ -101,7 +101,7 @@ def test_unmerge_restores_weights_and_adapters(case: Case) -> None:
     expected = case.spec.logits(model, inputs)
     originals = {name: layer.base_layer.weight.detach().clone() for name, layer in iter_adapter_layers(model)}
     merged = merge_adapters(model)
-    if case.config().inflation == "none":
+    if not case.method.invertible:
         with pytest.raises(ValueError, match="no inverse"):
             unmerge_adapters(merged)
         return
@@ -133,7 +133,8 @@ def test_save_load_round_trip(case: Case, tmp_path) -> None:
         "r": config.r,
         "alpha": config.alpha,
     }
-    assert written["base_model_name_or_path"] == "tiny/base" and written["lorma_exp_version"]
+    assert written["base_model_name_or_path"] == "tiny/base"
+    assert written["lorma_exp_version"] == metadata.version("lorma-exp")
     stored = load_file(tmp_path / "adapter_model.safetensors")
     assert set(stored) == {n for n, p in model.named_parameters() if p.requires_grad}
     loaded = load_adapters(case.spec.build(), tmp_path)
@@ -146,7 +147,7 @@ def test_peft_export_round_trip(case: Case, tmp_path) -> None:
     model = adapted(case)
     inputs = case.spec.inputs()
     expected = case.spec.logits(model, inputs)
-    if case.exact_lora_export:
+    if case.method.exact_lora_export:
         errors = export_peft_lora(model, tmp_path)
         assert set(errors.values()) == {0.0}
     else:

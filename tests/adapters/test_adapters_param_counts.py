@@ -94,3 +94,12 @@ def test_gemma_2b_seven_projections_rank_4():
     model = on_meta(transformers.GemmaForCausalLM, transformers.GemmaConfig(**GEMMA_2B))
     inject_adapters(model, AdapterConfig(method="lora", r=4, alpha=8, targets=targets))
     assert round(count_trainable(model)["adapter"] / 1e6, 1) == 4.9  # Table 4 gives LoRA "4.9M"
+
+
+@pytest.mark.parametrize("mode", ["pre", "post"])
+def test_the_row_magnitude_adds_d_out_per_adapted_matrix(mode):
+    """The experimental `rri_magnitude` trains LoRMA₊'s factors plus one magnitude per output row."""
+    config = AdapterConfig(inflation="rri_magnitude", mode=mode, r=8, alpha=16, targets=["q", "v"])
+    model = inject_adapters(roberta(ROBERTA_BASE), config)
+    layers, hidden = ROBERTA_BASE["num_hidden_layers"], ROBERTA_BASE["hidden_size"]
+    assert count_trainable(model)["adapter"] == 294_912 + layers * 2 * hidden

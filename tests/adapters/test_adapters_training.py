@@ -9,20 +9,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from lorma_exp.adapters import (
     AdapterConfig,
     LoraLinear,
     LormaLinear,
+    OutputSlice,
     inject_adapters,
     iter_adapter_layers,
     merge_adapters,
 )
 
-from .cases import MODELS, Case, perturb_adapters, relative_error
+from .cases import METHODS, MODELS, Case, perturb_adapters, relative_error
 
 BF16_TOLERANCE = 5e-2  # bf16 keeps 8 bits of mantissa: a few 1e-3 per operation, accumulated over layers
-TRAINING_METHODS = ["lorma-rri-pre", "lorma-rri-post", "lorma-shift-pre", "lorma-none-post", "lora"]
+TRAINING_METHODS = list(METHODS)
 
 
 def adapted_llama(method_name: str) -> nn.Module:
@@ -163,3 +165,40 @@ def test_input_dropout_drops_the_whole_layer_input():
     assert torch.equal(out, base(F.dropout(x, 0.5, training=True)))
     layer.eval()
     assert torch.equal(layer(x), base(x))
+
+
+@pytest.mark.parametrize("method_name", list(METHODS))
+def test_input_dropout_on_a_fused_layer_drops_only_what_feeds_the_adapted_slices(method_name):
+    """GPT-2's c_attn adapted on q and v with the authors' whole-input dropout: q and v are the literal
+    formula on the dropped input, k is the frozen layer's output on the clean input (issue 12, item 4)."""
+    d = 4
+    torch.manual_seed(0)
+    base = Conv1D(3 * d, d).double().requires_grad_(False)
+    nn.init.normal_(base.weight)
+    nn.init.normal_(base.bias)
+    slices = [OutputSlice("q", 0, d), OutputSlice("v", 2 * d, 3 * d)]
+    config = AdapterConfig(
+        targets="c_attn", r=2, alpha=3, dropout=0.5, dropout_on="input", **METHODS[method_name].fields
+    )
+    layer = (LoraLinear if config.method == "lora" else LormaLinear)(base, config, slices).train()
+    perturb_adapters(nn.ModuleDict({"c_attn": layer}))
+    x = torch.randn(3, 5, d, dtype=torch.float64)
+
+    torch.manual_seed(7)
+    out = layer(x)
+    torch.manual_seed(7)
+    dropped = F.dropout(x, 0.5, training=True)
+
+    weight, bias = base.weight.T, base.bias
+    frozen_k = x @ weight[d : 2 * d].T + bias[d : 2 * d]
+    assert relative_error(out[..., d : 2 * d], frozen_k) <= 1e-12
+    assert relative_error(frozen_k, dropped @ weight[d : 2 * d].T + bias[d : 2 * d]) > 0.1  # dropout bites
+    method = METHODS[method_name]
+    for position, piece in enumerate(slices):
+        factors = {name: getattr(layer, name)[position].detach() for name in layer.factor_names}
+        rows = weight[piece.start : piece.stop]
+        adapted = method.literal_weight(rows, factors, config.scale, config.mode)
+        expected = dropped @ adapted.T + bias[piece.start : piece.stop]
+        assert relative_error(out[..., piece.start : piece.stop], expected) <= 1e-12
+    layer.eval()
+    assert torch.equal(layer(x)[..., d : 2 * d], base(x)[..., d : 2 * d])

@@ -9,10 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import OmegaConfBaseException
 
+from lorma_exp.adapters import INFLATIONS
 from lorma_exp.config import ConfigError, Mode, register_configs, validate
-from lorma_exp.data.maths import METRICS as MATHS_METRICS
-from lorma_exp.data.nlg import METRICS as NLG_METRICS
-from lorma_exp.metrics.glue import METRICS
+from lorma_exp.data import check_task
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
@@ -52,8 +51,9 @@ def test_every_task_method_and_mode_composes_and_validates(compose_train, task, 
     assert settings.method.name == method
     if settings.method.kind == "lorma":
         assert settings.method.mode == Mode(mode)
-        assert settings.method.inflation == EXPECTED_INFLATION[method]
-    assert set(settings.task.metrics) <= set(METRICS) | set(MATHS_METRICS) | set(NLG_METRICS)
+        assert settings.method.inflation == EXPECTED_INFLATION.get(method, settings.method.inflation)
+        assert settings.method.inflation in INFLATIONS
+    check_task(settings.task)  # the family, problem and metric names fit together
 
 
 @pytest.mark.parametrize("task", sorted(PAPER_MAIN_METRICS))

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from lorma_exp import pipeline
-from lorma_exp.adapters import AdapterConfig, inject_adapters, iter_adapter_layers
-from lorma_exp.adapters.config import INFLATIONS
+from lorma_exp.adapters import INFLATIONS, AdapterConfig, inject_adapters, iter_adapter_layers
 from lorma_exp.config import ConfigError, validate
 from lorma_exp.methods import (
     IDENTITY_FIELDS,
@@ -39,11 +37,17 @@ METHOD_YAMLS = sorted((CONF_DIR / "method").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", METHOD_YAMLS, ids=[p.stem for p in METHOD_YAMLS])
 def test_every_method_config_names_a_registered_kind_and_its_run_name_suffix(compose_settings, path):
-    declared = yaml.safe_load(path.read_text())
-    assert declared["kind"] in method_kinds()
-    assert "run_name_suffix" in declared  # the run folder says what this method has, and no more
-    settings = compose_settings(f"method={path.stem}")
-    assert method_for(settings.method.kind).kind == declared["kind"]
+    settings = compose_settings(
+        f"method={path.stem}", "r=4", "alpha=12", "mode=post"
+    )  # composed: a file may extend another
+    method = settings.method
+    assert method.name == path.stem
+    assert method.kind in method_kinds()
+    has = method_for(method.kind).settings
+    # The run folder names exactly the settings the method has: r, α, mode, targets or none of them.
+    expected = {"r": "_r4", "alpha": "_a12", "mode": "_post", "targets": "_q-v"}
+    for setting, fragment in expected.items():
+        assert (fragment in method.run_name_suffix) == (setting in has), (setting, method.run_name_suffix)
 
 
 def test_an_unknown_kind_fails_at_validate_naming_the_field_and_the_kinds(compose_train):
@@ -55,8 +59,10 @@ def test_an_unknown_kind_fails_at_validate_naming_the_field_and_the_kinds(compos
 
 
 def test_an_unknown_inflation_fails_at_validate_listing_the_librarys(compose_train):
-    with pytest.raises(ConfigError, match=r"^inflation: 'double' .*Use one of: rri, shift, none\.$"):
+    with pytest.raises(ConfigError, match=r"^inflation: 'double' .*Use one of: ") as error:
         validate(compose_train("inflation=double"))
+    assert str(error.value).endswith(f"Use one of: {', '.join(INFLATIONS)}.")
+    assert {"rri", "shift", "none"} <= set(INFLATIONS)
 
 
 @pytest.mark.parametrize("inflation", INFLATIONS)
@@ -221,7 +227,7 @@ class BiasTuning(Method):
         trained = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
         torch.save(trained, folder / "biases.pt")
 
-    def load(self, folder: Path, backbone: BackboneLoader) -> nn.Module:
+    def load(self, folder: Path, backbone: BackboneLoader, base_model_name_or_path: str) -> nn.Module:
         model = backbone(None)
         model.load_state_dict(torch.load(folder / "biases.pt"), strict=False)
         return model

@@ -21,7 +21,10 @@ def test_lists_the_models_and_datasets_of_a_table_and_its_evaluations():
     assert listed.returncode == 0, listed.stderr[-2000:]
     lines = set(listed.stdout.splitlines())
     assert {"model   google/gemma-2b", "model   meta-llama/Meta-Llama-3-8B"} <= lines
-    assert {"dataset meta-math/MetaMathQA", "dataset openai/gsm8k (main)"} <= lines  # trained on, scored on
+    assert {
+        "dataset meta-math/MetaMathQA-40K",
+        "dataset openai/gsm8k (main)",
+    } <= lines  # trained on, scored on
 
 
 def test_every_unreachable_item_is_reported_and_the_exit_is_non_zero():

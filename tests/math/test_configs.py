@@ -42,22 +42,26 @@ def test_table4_experiments_carry_table17(compose_settings, experiment) -> None:
     assert trainer.precision == Precision.bf16
     assert 64 % trainer.batch_size == 0
     assert settings.task.name == "metamathqa"
-    assert (settings.data.limit, settings.data.max_length) == (40000, 512)
+    assert (settings.data.dataset, settings.data.limit, settings.data.max_length) == (
+        "meta-math/MetaMathQA-40K",
+        None,
+        512,
+    )
     assert (settings.generation.num_beams, settings.generation.max_new_tokens) == (1, 512)
     cell = settings.paper_cell
     assert (cell.table, cell.model, cell.task, cell.method) == ("table4", model, "metamathqa", method)
 
 
 @pytest.mark.parametrize(
-    ("task", "dataset", "subset", "split"),
+    ("task", "dataset", "subset", "split", "new_tokens"),
     [
-        ("metamathqa", "meta-math/MetaMathQA", None, "validation"),
-        ("gsm8k", "openai/gsm8k", "main", "test"),
-        ("math", "DigitalLearningGmbH/MATH-lighteval", "default", "test"),
+        ("metamathqa", "meta-math/MetaMathQA-40K", None, "validation", 512),
+        ("gsm8k", "openai/gsm8k", "main", "test", 512),  # the authors' eval_gsm8k.py
+        ("math", "DigitalLearningGmbH/MATH-lighteval", "default", "test", 2048),  # their eval_math.py
     ],
 )
-def test_the_maths_tasks_decode_greedily_up_to_512_tokens(
-    compose_settings, task, dataset, subset, split
+def test_the_maths_tasks_decode_greedily_as_the_authors_scripts(
+    compose_settings, task, dataset, subset, split, new_tokens
 ) -> None:
     settings = compose_settings(f"task={task}", "model=llama3_8b")
     assert (settings.data.dataset, settings.data.subset, settings.data.eval_splits) == (
@@ -66,7 +70,7 @@ def test_the_maths_tasks_decode_greedily_up_to_512_tokens(
         [split],
     )
     assert settings.task.problem.value == "causal_lm" and settings.task.main_metric == "accuracy"
-    assert (settings.generation.num_beams, settings.generation.max_new_tokens) == (1, 512)
+    assert (settings.generation.num_beams, settings.generation.max_new_tokens) == (1, new_tokens)
     assert settings.generation.backend == GenerationBackend.hf
 
 

@@ -1,4 +1,4 @@
-"""The maths task families: seeded MetaMathQA subsets, benchmark splits from local files, gsm_symbolic."""
+"""The maths task families: MetaMathQA (the whole file, or seeded subsets), benchmark splits from local files, gsm_symbolic."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from lorma_exp.config import ConfigError
 from lorma_exp.data import build_task_data
+from lorma_exp.data.hub import DataLoadError
 from lorma_exp.data.maths import generate_gsm_symbolic
 
 from .maths_samples import CPU, GSM8K_ROWS, MATH_ROWS, metamathqa_rows, write_json_lines
@@ -58,17 +59,27 @@ def test_the_metamathqa_subset_is_the_same_for_the_same_seed_and_differs_for_ano
     assert _validation_problems(first) == _validation_problems(again)
 
 
-def test_validation_rows_are_held_out_and_do_not_move_when_the_training_subset_grows(
+def test_the_default_trains_on_every_row_of_the_authors_file(compose_settings, tokenizer, metamathqa_file):
+    defaults = compose_settings("task=metamathqa")
+    assert (defaults.data.dataset, defaults.data.limit) == ("meta-math/MetaMathQA-40K", None)
+    task = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.eval_limit=10")
+    trained = _train_problems(task, tokenizer)
+    assert sorted(trained) == list(range(60))  # every row, as the authors' script trains on its file
+    assert set(_validation_problems(task)) <= set(trained)  # a fit check: no row is left to hold out
+
+
+def test_a_sample_of_a_larger_pool_holds_validation_out_and_it_does_not_move_as_the_sample_grows(
     compose_settings, tokenizer, metamathqa_file
 ):
     small = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.limit=20", "data.eval_limit=10")
-    full = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.limit=null", "data.eval_limit=10")
+    large = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.limit=50", "data.eval_limit=10")
+    everything = _metamathqa(compose_settings, tokenizer, metamathqa_file, "data.eval_limit=10")
     validation = _validation_problems(small)
     assert len(validation) == 10
-    assert not set(validation) & set(_train_problems(full, tokenizer))
-    assert validation == _validation_problems(full)
-    assert set(validation) | set(_train_problems(full, tokenizer)) == set(range(60))
-    assert _train_problems(full, tokenizer)[:20] == _train_problems(small, tokenizer)
+    assert not set(validation) & set(_train_problems(large, tokenizer))
+    assert validation == _validation_problems(large) == _validation_problems(everything)
+    assert set(validation) | set(_train_problems(large, tokenizer)) == set(range(60))
+    assert _train_problems(large, tokenizer)[:20] == _train_problems(small, tokenizer)
 
 
 def test_a_json_lines_copy_gives_the_same_subset(compose_settings, tokenizer, metamathqa_file, tmp_path):
@@ -116,6 +127,43 @@ def test_gsm8k_from_local_files_trains_on_solutions_and_scores_the_test_file(
     assert [example["answer"] for example in task.eval_splits["test"]] == ["72", "10"]
     first = tokenizer.decode(task.train[0]["input_ids"])
     assert "<<" not in first and first.removesuffix(tokenizer.eos_token).endswith("The answer is: 72")
+
+
+def _gsm8k_test_file_fault(compose_settings, tokenizer, path) -> str:
+    with pytest.raises((DataLoadError, ConfigError)) as failed:
+        build_task_data(compose_settings("task=gsm8k", f"data.test_file={path}"), tokenizer, CPU)
+    return str(failed.value)
+
+
+def test_a_malformed_json_lines_line_in_a_maths_file_is_named(compose_settings, tokenizer, tmp_path):
+    test = write_json_lines(tmp_path / "test.jsonl", GSM8K_ROWS)
+    test.write_text(test.read_text().replace("}\n", "\n", 1))  # the first line loses its closing brace
+    message = _gsm8k_test_file_fault(compose_settings, tokenizer, test)
+    assert message.startswith(f"data.test_file: {test} line 1 is not valid JSON (")
+
+
+def test_a_blank_question_in_a_maths_file_is_named(compose_settings, tokenizer, tmp_path):
+    test = write_json_lines(tmp_path / "test.jsonl", [*GSM8K_ROWS[:2], {**GSM8K_ROWS[2], "question": " "}])
+    assert _gsm8k_test_file_fault(compose_settings, tokenizer, test) == (
+        f"data.test_file: {test} line 3, column 'question' is blank or missing. Fill it in or remove the row "
+        "(data.text_fields names this column)."
+    )
+
+
+def test_a_maths_file_without_the_question_column_lists_its_columns(compose_settings, tokenizer, tmp_path):
+    rows = [{"problem": row["question"], "answer": row["answer"]} for row in GSM8K_ROWS]
+    test = write_json_lines(tmp_path / "test.jsonl", rows)
+    assert _gsm8k_test_file_fault(compose_settings, tokenizer, test).startswith(
+        f"data.text_fields: column 'question' is not in data.test_file={test} (its columns: ['problem', 'answer'])"
+    )
+
+
+def test_a_maths_file_that_is_not_utf8_is_named_by_offset(compose_settings, tokenizer, tmp_path):
+    test = tmp_path / "test.jsonl"
+    test.write_bytes(b'{"question": "caf\xe9?", "answer": "#### 1"}\n')
+    assert _gsm8k_test_file_fault(compose_settings, tokenizer, test).startswith(
+        f"data.test_file: {test} is not UTF-8: byte 0xe9 at offset 17 (line 1)"
+    )
 
 
 def test_a_benchmark_without_a_training_split_can_still_be_evaluated(compose_settings, tokenizer, tmp_path):

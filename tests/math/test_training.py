@@ -17,6 +17,7 @@ from lorma_exp import pipeline
 from lorma_exp.config import EvalConfig, MethodConfig, ModelConfig, Problem
 from lorma_exp.distributed import DistEnv
 from lorma_exp.methods import method_for
+from lorma_exp.metrics.suites import MATHS
 from lorma_exp.models import load_backbone
 from lorma_exp.trainer import Trainer
 
@@ -24,7 +25,7 @@ from ..untrained import hypotheses, untrained_hypotheses
 from .maths_samples import GSM8K_ROWS, write_json_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-JUDGED_FIELDS = {"generation", "extracted", "reference", "correct", "answer_format"}
+JUDGED_FIELDS = {"reference", "answer_format", "extracted", "correct", "extracted_lenient", "correct_lenient"}
 
 
 def _accumulation(trainer_settings, world_size: int) -> int:
@@ -114,7 +115,7 @@ def test_a_maths_run_trains_generates_scores_and_saves_judged_predictions(
     assert record["train"]["steps"] == 2  # 16 rows in global batches of 8 (4 per step × 2 accumulated)
     for checkpoint in ("initial", "final"):
         metrics = record[checkpoint]["metrics"]
-        assert set(metrics) == {"accuracy", "answer_rate"}
+        assert set(metrics) == set(MATHS.metrics)
         assert all(0.0 <= value <= 1.0 for value in metrics.values())
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions" / "validation.jsonl").open()]
     assert len(rows) == 4
@@ -122,8 +123,9 @@ def test_a_maths_run_trains_generates_scores_and_saves_judged_predictions(
         assert set(row) >= JUDGED_FIELDS
         assert row["prompt"].endswith("### Response: Let's think step by step.")
         assert row["references"] == [row["reference"]]
-    accuracy = sum(row["correct"] for row in rows) / len(rows)
-    assert record["final"]["metrics"]["accuracy"] == pytest.approx(accuracy)
+    for suffix in ("", "_lenient"):
+        accuracy = sum(row[f"correct{suffix}"] for row in rows) / len(rows)
+        assert record["final"]["metrics"][f"accuracy{suffix}"] == pytest.approx(accuracy)
 
 
 def test_eval_scores_a_trained_run_on_gsm8k_through_the_command_line(compose_train, tiny_llama_dir, tmp_path):
@@ -140,7 +142,7 @@ def test_eval_scores_a_trained_run_on_gsm8k_through_the_command_line(compose_tra
     (metrics_file,) = run_dir.glob("evals/*/metrics.json")
     written = json.loads(metrics_file.read_text())
     assert written["task"] == "gsm8k"
-    assert set(written["splits"]["test"]) == {"accuracy", "answer_rate"}
+    assert set(written["splits"]["test"]) == set(MATHS.metrics)
     rows = [json.loads(line) for line in (metrics_file.parent / "test.jsonl").open()]
     assert [row["reference"] for row in rows] == ["72", "10", "1500"]
     assert all(set(row) >= JUDGED_FIELDS for row in rows)

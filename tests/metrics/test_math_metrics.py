@@ -1,7 +1,7 @@
 r"""Answer extraction and matching for GSM8K and MATH on tables of tricky cases.
 
-Each expected answer is read off the input by hand (what a grader would accept), and each row says why
-the case is there. Equivalences the standard MATH checker (Hendrycks et al.) accepts, such as ``\dfrac``
+Each expected answer is read off the input by hand (what a grader would accept; for the authors' protocol,
+what their eval_gsm8k.py / eval_math.py do), and each row says why the case is there. Equivalences the standard MATH checker (Hendrycks et al.) accepts, such as ``\dfrac``
 vs ``\frac`` or ``10\%`` vs ``10``, are kept; the extra numeric rule (exact rational equality) is pinned
 separately.
 """
@@ -18,6 +18,9 @@ from lorma_exp.metrics.math import (
     extract_gsm8k_answer,
     extract_math_answer,
     judge_generation,
+    paper_gsm8k_answer,
+    paper_judged_text,
+    paper_math_answer,
     score_predictions,
 )
 
@@ -119,6 +122,21 @@ MATCHING_CASES = [
     ("{5}", "5", True, "outer braces dropped"),
     ("$x^2+1$", "x^2 + 1", True, "maths delimiters and spaces dropped"),
     (r"\frac{1}{0}", "0", False, "zero denominator is not a number"),
+    ("x^{2}+1", "x^2+1", True, "a one-character exponent in braces"),
+    ("a_{n}", "a_n", True, "a one-character subscript in braces"),
+    ("x^{10}", "x^10", False, "a two-digit exponent needs its braces"),
+    (r"\dfrac{3}{x}", r"\frac3x", True, r"\dfrac and bare arguments"),
+    (r"\left( 1 , 2 \right)", "(1,2)", True, r"spacing and \left( \right)"),
+    (r"3\quad\text{and}\;4", r"3\text{and}4", True, r"\quad and \; spacing"),
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}", True, "matrix rows"),
+    (
+        r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}",
+        r"\begin{pmatrix} 12 \end{pmatrix}",
+        False,
+        "a row break counts",
+    ),
+    (r"5\text{ cm}\%", "5", True, "a unit before a percent sign"),
+    (r"k = \text{(A)}", r"\text{(A)}", True, r"a \text answer after 'k =' is not a unit"),
 ]
 
 
@@ -138,20 +156,68 @@ def test_gsm8k_extraction_then_matching_compares_numbers() -> None:
     assert not answers_match(extract_gsm8k_answer("So she earns $1,210."), reference)
 
 
-def test_judge_generation_records_what_evaluation_writes() -> None:
-    generation = r"We get $\boxed{\dfrac{1}{2}}$."
-    assert judge_generation(generation, "0.5", "math") == {
-        "generation": generation,
-        "extracted": r"\dfrac{1}{2}",
-        "reference": "0.5",
-        "correct": True,
+PAPER_GSM8K_CASES = [
+    ("So 5 + 3 = 8.\nThe answer is: 8", 8, "the answer sentence"),
+    ("The answer is: 1,234", 1234, "a thousands comma"),
+    ("The answer is: 1,234,567", 1234, "the scripts' number allows one comma: the rest is cut off"),
+    ("The answer is: $18.50", 18, "rounded half to even"),
+    ("The answer is: 19.5 dollars", 20, "rounded half to even"),
+    ("The answer is: -7", -7, "a sign"),
+    ("The answer is: 7/2", 4, "a fraction's value, rounded"),
+    ("The answer is: 3/0", 3, "a zero denominator leaves the numerator"),
+    ("The answer is: /4", None, "a fraction without a numerator"),
+    ("The answer is: 3. The answer is: 4", 4, "the last answer sentence"),
+    ("The answer is 8", None, "no colon: not the authors' sentence"),
+    ("#### 8", None, "GSM8K's own marker is not looked at"),
+    ("The answer is: eight", None, "no number after the sentence"),
+]
+
+
+@pytest.mark.parametrize(("generation", "expected", "reason"), PAPER_GSM8K_CASES)
+def test_paper_gsm8k_answer(generation: str, expected: int | None, reason: str) -> None:
+    assert paper_gsm8k_answer(generation) == expected, reason
+
+
+PAPER_MATH_CASES = [
+    ("Thus x = 2.\nThe answer is: \\frac{1}{2}", r"\frac{1}{2}", "the answer sentence"),
+    ("The answer is: 3.5.\nThat is all.", "3.5", "up to the sentence's end, final period dropped"),
+    ("The answer is: (1,2).", "(1,2)", "final period dropped"),
+    ("The answer is: 12. Next we", "12. Next we", "a period without a line break does not end it"),
+    (r"so \boxed{4}", None, r"\boxed is not looked at"),
+]
+
+
+@pytest.mark.parametrize(("generation", "expected", "reason"), PAPER_MATH_CASES)
+def test_paper_math_answer(generation: str, expected: str | None, reason: str) -> None:
+    assert paper_math_answer(generation) == expected, reason
+
+
+def test_the_paper_protocol_stops_where_the_authors_decoding_stops() -> None:
+    generation = "2 + 2 = 4.\nThe answer is: 4\n\nInstruction: now 5 + 5.\nThe answer is: 10"
+    assert paper_judged_text(generation) == "2 + 2 = 4.\nThe answer is: 4\n\n"
+    assert paper_judged_text("USER: hello\nThe answer is: 3") == ""
+    assert judge_generation(generation, "4", "gsm8k")["correct"] is True
+    assert judge_generation("The answer is: 4 Response: 5", "4", "gsm8k")["extracted"] == "4"
+
+
+def test_judge_generation_records_both_protocols() -> None:
+    generation = "A quarter.\nThe answer is: \\dfrac{1}{4}.\nQuestion: what next? The answer is: 7"
+    assert judge_generation(generation, "0.25", "math") == {
+        "reference": "0.25",
+        "answer_format": "math",
+        # The authors' decoding stops at "Question"; their checker does not equate 1/4 and 0.25.
+        "extracted": r"\dfrac{1}{4}",
+        "correct": False,
+        "extracted_lenient": "7",
+        "correct_lenient": False,
     }
+    assert judge_generation(r"so $\boxed{\dfrac{1}{4}}$", "0.25", "math")["correct_lenient"] is True
 
 
 def test_judge_generation_without_an_answer_is_incorrect() -> None:
     record = judge_generation("I am not sure.", "3", "math")
-    assert record["extracted"] is None
-    assert record["correct"] is False
+    assert (record["extracted"], record["correct"]) == (None, False)
+    assert (record["extracted_lenient"], record["correct_lenient"]) == (None, False)
 
 
 def test_judge_generation_rejects_an_unknown_format() -> None:
@@ -159,14 +225,20 @@ def test_judge_generation_rejects_an_unknown_format() -> None:
         judge_generation("#### 3", "3", "aqua")  # type: ignore[arg-type]
 
 
-def test_score_predictions_counts_correct_and_answered_items() -> None:
+def test_score_predictions_counts_both_protocols() -> None:
     records = [
-        judge_generation("#### 3", "3", "gsm8k"),  # correct
-        judge_generation("The answer is 4", "5", "gsm8k"),  # answered, wrong
-        judge_generation("no number here", "5", "gsm8k"),  # no answer
-        judge_generation(r"\boxed{7}", "7", "math"),  # correct
+        judge_generation("The answer is: 3", "3", "gsm8k"),  # correct both ways
+        judge_generation("#### 5", "5", "gsm8k"),  # lenient only: no "The answer is: "
+        judge_generation("The answer is 4", "5", "gsm8k"),  # answered (leniently), wrong
+        judge_generation("no number here", "5", "gsm8k"),  # no answer at all
+        judge_generation(r"The answer is: \frac{7}{1}", "7", "math"),  # lenient only: 7/1 = 7
     ]
-    assert score_predictions(records) == {"accuracy": 2 / 4, "answer_rate": 3 / 4}
+    assert score_predictions(records) == {
+        "accuracy": 1 / 5,
+        "answer_rate": 2 / 5,
+        "accuracy_lenient": 3 / 5,
+        "answer_rate_lenient": 4 / 5,
+    }
 
 
 def test_score_predictions_rejects_no_records() -> None:

@@ -289,6 +289,24 @@ def test_files_in_another_layout_fail_clearly(tmp_path) -> None:
         nlg.load_pairs(nlg.FORMATS["webnlg"], str(tmp_path), None, ["train"])
 
 
+def test_release_files_with_bad_bytes_or_blank_cells_are_named(tmp_path) -> None:
+    trainset = tmp_path / "trainset.csv"
+    trainset.write_bytes(b"mr,ref\nname[Caf\xe9],A caf\xe9.\n")
+    with pytest.raises(
+        DataLoadError, match=rf"^data.dataset: {trainset} is not UTF-8: byte 0xe9 at offset 15 \(line 2\)"
+    ):
+        nlg.load_pairs(nlg.FORMATS["e2e"], str(tmp_path), None, ["train"])
+    trainset.write_text('mr,ref\nname[A],A.\n" ",B.\n')
+    with pytest.raises(
+        DataLoadError, match=rf"^data.dataset: {trainset} line 3, column 'mr' is blank or missing"
+    ):
+        nlg.load_pairs(nlg.FORMATS["e2e"], str(tmp_path), None, ["train"])
+    dart = tmp_path / "dart-v1.1.1-full-train.json"
+    dart.write_bytes(b'[{"tripleset": [["Caf\xe9", "a", "b"]], "annotations": []}]')
+    with pytest.raises(DataLoadError, match=rf"^data.dataset: {dart} is not UTF-8: byte 0xe9 at offset 21"):
+        nlg.load_pairs(nlg.FORMATS["dart"], str(tmp_path), None, ["train"])
+
+
 @pytest.mark.parametrize(
     ("triple", "message"),
     [

@@ -11,7 +11,9 @@ from transformers import AutoModelForCausalLM
 
 from lorma_exp.config import ConfigError
 from lorma_exp.data import build_task_data, nlg
-from lorma_exp.data.generation import IGNORE_INDEX
+from lorma_exp.data.base import IGNORE_INDEX
+from lorma_exp.metrics import nlg as nlg_metrics
+from lorma_exp.metrics.suites import E2E
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -113,11 +115,11 @@ def test_each_task_is_scored_by_its_challenges_suite_on_grouped_references(
     data = build_task_data(settings, gpt2_tokenizer, single_process)
     seen = {}
 
-    def fake_scores(suite_name, hypotheses, references):
+    def fake_scores(suite_name, hypotheses, references, metric_names):
         seen.update(suite=suite_name, hypotheses=hypotheses, references=references)
-        return dict.fromkeys(nlg.SUITES[suite_name].metrics, 0.5)
+        return dict.fromkeys(metric_names, 0.5)
 
-    monkeypatch.setattr(nlg, "suite_scores", fake_scores)
+    monkeypatch.setattr(nlg, "score_generations", fake_scores)
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir)
     metrics = data.evaluator(model, "test", batch_size=2, output_dir=tmp_path)
     groups = nlg.group_references(
@@ -142,9 +144,7 @@ def test_the_configured_beam_search_reaches_generate(
         "generation.max_new_tokens=5",
     )
     data = build_task_data(settings, gpt2_tokenizer, single_process)
-    monkeypatch.setattr(
-        nlg, "suite_scores", lambda suite, hyps, refs: dict.fromkeys(nlg.SUITES[suite].metrics, 0.0)
-    )
+    monkeypatch.setattr(nlg, "score_generations", lambda suite, hyps, refs, names: dict.fromkeys(names, 0.0))
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir)
     original = model.generate
     calls = []
@@ -172,17 +172,17 @@ def test_the_configured_beam_search_reaches_generate(
 def test_a_hypothesis_with_line_breaks_is_scored_as_one_line(monkeypatch):
     seen = {}
 
-    def fake_scores(suite, hypotheses, references):
-        seen["hypotheses"] = hypotheses
-        return dict.fromkeys(nlg.SUITES[suite].metrics, 1.0)
+    def fake_e2e_scores(hypotheses, references):
+        seen.update(hypotheses=hypotheses, references=references)
+        return dict.fromkeys(E2E.metrics, 1.0)
 
-    monkeypatch.setattr(nlg, "suite_scores", fake_scores)
-    score = nlg.make_scorer("e2e", ["BLEU"])
+    monkeypatch.setitem(nlg_metrics.SCORERS, "e2e", fake_e2e_scores)
+    score = nlg.make_scorer(E2E, ["BLEU"])
     examples = [
         {"input": "name[A]", "references": ["A is a pub."]},
         {"input": "name[B]", "references": ["B."]},
     ]
     metrics, records = score(["assistant\nA is  a pub.", "B."], examples)
-    assert seen["hypotheses"] == ["assistant A is a pub.", "B."]
+    assert seen == {"hypotheses": ["assistant A is a pub.", "B."], "references": [["A is a pub."], ["B."]]}
     assert metrics == {"BLEU": 1.0}
     assert records == [{"input": "name[A]"}, {"input": "name[B]"}]

@@ -11,8 +11,9 @@ Usage::
     plain = merge_adapters(model)            # the plain transformers model, adapters folded in
 
 Layers: `LormaLinear` (W' = M·W or W·M, M = I(B·A)) and `LoraLinear` (W' = W + s·B·A) wrap the original
-`nn.Linear` or GPT-2 `Conv1D` as `base_layer`. See docs/adapters.md for the maths, the config fields and
-how each property is tested.
+`nn.Linear` or GPT-2 `Conv1D` as `base_layer`; the maths of each method is a variant (`variants.py`), and
+`INFLATIONS` names LoRMA's registered inflations. See docs/adapters.md for the maths, the config fields
+and how each property is tested.
 """
 
 from .config import AdapterConfig
@@ -20,8 +21,10 @@ from .io import export_peft_lora, load_adapters, save_adapters
 from .layers import AdapterLayer, LoraLinear, LormaLinear, OutputSlice
 from .model import count_trainable, inject_adapters, iter_adapter_layers, merge_adapters, unmerge_adapters
 from .targets import default_modules_to_save, resolve_target_names
+from .variants import INFLATIONS
 
 __all__ = [
+    "INFLATIONS",
     "AdapterConfig",
     "AdapterLayer",
     "LoraLinear",

@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .variants import INFLATIONS, Variant, variant_class
+
 METHODS = ("lorma", "lora")
-INFLATIONS = ("rri", "shift", "none")
 MODES = ("pre", "post")
 BIASES = ("none", "all", "adapter")
 DROPOUT_PLACES = ("adapter", "input")
@@ -29,15 +30,17 @@ class AdapterConfig:
     """How to adapt a model. Every field is checked when the config is built.
 
     - `method`: `"lorma"` (multiplicative, W' = M·W or W·M) or `"lora"` (additive, W' = W + s·B·A).
-    - `inflation` (lorma only): `"rri"` (LoRMA₊, M = I + s·B·A), `"shift"` (LoRMA_π, M = s·π(B·A)) or
-      `"none"` (M = s·B·A, the paper's ablation). Defaults to `"rri"` for lorma; must be left out for lora.
+    - `inflation` (lorma only): one of `INFLATIONS`, the registered variants (`variants.py`): `"rri"`
+      (LoRMA₊, M = I + s·B·A), `"shift"` (LoRMA_π, M = s·π(B·A)) or `"none"` (M = s·B·A, the paper's
+      ablation). Defaults to `"rri"` for lorma; must be left out for lora.
     - `mode` (lorma only): `"pre"` (W' = M·W, M is d_out×d_out) or `"post"` (W' = W·M, M is d_in×d_in).
       Defaults to `"pre"` for lorma; must be left out for lora.
     - `r`, `alpha`: rank and scale numerator; the scaling is `s = alpha / r`.
     - `targets`: a list of exact module names, dotted suffixes or family aliases (`q k v o up down gate`),
       a single full-match regular expression string, or `"all-linear"`.
     - `dropout`, `dropout_on`: dropout probability, applied to the adapter branch only (`"adapter"`, as
-      LoRA does) or to the whole layer input, frozen path included (`"input"`, the authors' NLU code).
+      LoRA does) or to the whole layer input, frozen path included (`"input"`, the authors' code; on a
+      fused layer only the input of the adapted slices, as their dropout touched adapted layers only).
     - `bias`: which biases train: `"none"`, `"all"`, or those of adapted layers (`"adapter"`).
     - `modules_to_save`: modules trained in full (task heads). `None` picks the model family's fresh
       heads (`classifier`, `score`, `qa_outputs`, where present); `[]` trains no head.
@@ -80,11 +83,12 @@ class AdapterConfig:
             raise ValueError(f"AdapterConfig.dropout={self.dropout!r} must be in [0, 1)")
         object.__setattr__(self, "dropout", float(self.dropout))
         _choice("dropout_on", self.dropout_on, DROPOUT_PLACES)
-        if self.inflation == "shift" and self.dropout > 0 and self.dropout_on == "adapter":
+        variant = variant_class(self.method, self.inflation)
+        if not variant.has_adapter_branch and self.dropout > 0 and self.dropout_on == "adapter":
             raise ValueError(
-                "AdapterConfig.dropout_on='adapter' is undefined for inflation='shift': its multiplier acts on "
-                "the whole layer, there is no separate adapter branch; set dropout_on='input' (the authors' "
-                "whole-input dropout) or dropout=0"
+                f"AdapterConfig.dropout_on='adapter' is undefined for inflation={self.inflation!r}: its "
+                "multiplier acts on the whole layer, there is no separate adapter branch; set "
+                "dropout_on='input' (the authors' whole-input dropout) or dropout=0"
             )
         _choice("bias", self.bias, BIASES)
         object.__setattr__(self, "targets", normalise_targets(self.targets))
@@ -95,6 +99,17 @@ class AdapterConfig:
     def scale(self) -> float:
         """`s = alpha / r`, the factor in front of every low-rank product."""
         return self.alpha / self.r
+
+    @property
+    def variant(self) -> Variant:
+        """The maths of this method (`variants.py`), bound to this config."""
+        return variant_class(self.method, self.inflation)(self)
+
+    @property
+    def exports_exactly_to_lora(self) -> bool:
+        """Whether every adapted layer's `W' − W` is exactly a rank-r LoRA update `B·A` (LoRA, LoRMA₊), so
+        that `export_peft_lora` writes it losslessly and LoRA serving stacks can serve it unmerged."""
+        return variant_class(self.method, self.inflation).exports_exactly_to_lora
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; `AdapterConfig.from_dict` reads it back."""

@@ -8,19 +8,22 @@ the heads and the trained biases under their names in the adapted model; the PEF
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 from collections import Counter
+from importlib import metadata
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .. import __version__
+from .base_layers import is_conv1d
 from .config import AdapterConfig
-from .layers import AdapterLayer, is_conv1d
+from .layers import AdapterLayer
 from .model import (
     build_layers,
     injection_of,
@@ -36,7 +39,11 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 #: Keys of our adapter_config.json that describe the checkpoint rather than the `AdapterConfig`.
 _METADATA_KEYS = ("base_model_name_or_path", "lorma_exp_version", "adapted_layers", "heads")
 _PEFT_PREFIX = "base_model.model."
-_FACTOR_NAMES = {"lorma": ("lorma_A", "lorma_B"), "lora": ("lora_A", "lora_B")}
+#: The distribution whose version `save_adapters` records.
+_DISTRIBUTION = "lorma-exp"
+#: The key of adapter_config.json holding file name -> sha256 of the files saved beside it.
+_CHECKSUMS_KEY = "sha256"
+_HASH_CHUNK_BYTES = 1 << 20
 _MISMATCHES_SHOWN = 5
 
 logger = logging.getLogger(__name__)
@@ -51,49 +58,65 @@ def _base_model_name(model: nn.Module, given: str | None) -> str | None:
     return name or None
 
 
+def _library_version() -> str | None:
+    """The installed lorma-exp version, or `None` where the library runs uninstalled (copied into a tree)."""
+    try:
+        return metadata.version(_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def save_adapters(
     model: nn.Module, directory: str | Path, base_model_name_or_path: str | None = None
 ) -> Path:
     """Write the adapters, heads and trained biases of `model` to `directory` (created if needed):
-    `adapter_config.json` (the `AdapterConfig` fields, the base model's name or path, the lorma_exp
-    version, the adapted layers and heads) and `adapter_model.safetensors`. Returns the directory."""
+    `adapter_model.safetensors`, then `adapter_config.json` (the `AdapterConfig` fields, the base model's
+    name or path, the lorma_exp version, the adapted layers and heads, and the sha256 of the weights file,
+    which `load_adapters` verifies). Returns the directory."""
     injection = injection_of(model)
     tensors = {name: p.detach().cpu().contiguous() for name, p in saved_parameters(model).items()}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    metadata = {
+    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    record = {
         **injection.config.to_dict(),
         "base_model_name_or_path": _base_model_name(model, base_model_name_or_path),
-        "lorma_exp_version": __version__,
+        "lorma_exp_version": _library_version(),
         "adapted_layers": injection.slice_names(),
         "heads": list(injection.heads),
+        _CHECKSUMS_KEY: {WEIGHTS_FILE: _sha256(directory / WEIGHTS_FILE)},
     }
-    (directory / CONFIG_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return directory
 
 
-def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
+def load_adapters(
+    model: nn.Module, directory: str | Path, base_model_name_or_path: str | None = None
+) -> nn.Module:
     """Inject the adapters saved in `directory` into `model` (a fresh base model) and load their weights,
     heads and biases. Returns `model`, which then computes what the saved model computed.
 
     Fails with `ValueError`, leaving `model` as it was, when the directory holds a PEFT adapter, when the
-    model's layers or shapes differ from the saved ones, or when the weights file does not match the config
-    (e.g. it comes from another method).
+    weights file is not the one `save_adapters` wrote (its sha256 differs: flipped bytes, a truncated copy),
+    when the model's layers or shapes differ from the saved ones, or when the weights file does not match
+    the config (e.g. it comes from another method). Warns when the base model's name or path (given, or
+    the model's `config._name_or_path`) differs from the one recorded at saving, naming both.
     """
     directory = Path(directory)
     data = _read_config(directory)
     base_name = data.get("base_model_name_or_path")
-    config = AdapterConfig.from_dict({key: value for key, value in data.items() if key not in _METADATA_KEYS})
+    _warn_if_other_base(directory, base_name, _base_model_name(model, base_model_name_or_path))
+    fields = {key: value for key, value in data.items() if key not in (*_METADATA_KEYS, _CHECKSUMS_KEY)}
+    config = AdapterConfig.from_dict(fields)
     injection = plan_injection(model, config)
     _check_layers(directory, data, injection.slice_names(), list(injection.heads))
-    tensors = load_file(str(directory / WEIGHTS_FILE))
+    tensors = _read_weights(directory, data.get(_CHECKSUMS_KEY))
     requires_grad = {id(p): p.requires_grad for p in model.parameters()}
     layers = build_layers(model, injection)
     install(model, injection, layers)
     try:
         expected = saved_parameters(model)
-        _check_weights(directory, config, base_name, expected, tensors)
+        _check_weights(directory, config, base_name, layers, expected, tensors)
     except ValueError:
         uninstall(model, layers, requires_grad)
         raise
@@ -101,6 +124,50 @@ def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
         for name, parameter in expected.items():
             parameter.copy_(tensors[name])
     return model
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _warn_if_other_base(directory: Path, recorded: str | None, current: str | None) -> None:
+    if recorded and current and recorded != current:
+        logger.warning(
+            "the adapter in %s was saved from base model %r but is being loaded onto %r; unless these are the "
+            "same weights, it will compute something else than it did in training",
+            directory,
+            recorded,
+            current,
+        )
+
+
+def _read_weights(directory: Path, checksums: dict[str, str] | None) -> dict[str, torch.Tensor]:
+    """The tensors of the weights file, after checking its sha256 against the one recorded at saving."""
+    path = directory / WEIGHTS_FILE
+    recorded = (checksums or {}).get(WEIGHTS_FILE)
+    if recorded is None:
+        logger.warning(
+            "%s records no sha256 of %s (saved before lorma-exp recorded checksums): the file's integrity "
+            "cannot be checked; save the adapter again to record one",
+            directory / CONFIG_FILE,
+            WEIGHTS_FILE,
+        )
+    else:
+        actual = _sha256(path)
+        if actual != recorded:
+            raise ValueError(
+                f"{path} is not the file save_adapters wrote: its sha256 is {actual}, {CONFIG_FILE} recorded "
+                f"{recorded} (flipped bytes, a truncated or interrupted copy, or a file from another run); "
+                "copy the adapter folder again from a good source"
+            )
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
 
 
 def _check_layers(directory: Path, data: dict, layers: dict, heads: list[str]) -> None:
@@ -139,18 +206,21 @@ def _check_weights(
     directory: Path,
     config: AdapterConfig,
     base_name: str | None,
+    layers: dict[str, AdapterLayer],
     expected: dict[str, nn.Parameter],
     tensors: dict[str, torch.Tensor],
 ) -> None:
     weights = directory / WEIGHTS_FILE
     unexpected = sorted(set(tensors) - set(expected))
     missing = sorted(set(expected) - set(tensors))
-    for method, names in _FACTOR_NAMES.items():
-        if method != config.method and any(key.rsplit(".", 1)[-1] in names for key in unexpected):
-            raise ValueError(
-                f"{weights} holds {method} factors {names} but {CONFIG_FILE} says method={config.method!r}: "
-                "the two files come from different runs"
-            )
+    # A tensor under an adapted layer that is not one of its factors: saved by another method or variant.
+    foreign = sorted({key.rsplit(".", 1)[-1] for key in unexpected if key.rsplit(".", 1)[0] in layers})
+    if foreign:
+        factor_names = list(next(iter(layers.values())).factor_names)
+        raise ValueError(
+            f"{weights} holds factors {foreign} but {CONFIG_FILE} says {config.variant.describe()}, whose "
+            f"factors are {factor_names}: the two files come from different runs"
+        )
     if unexpected or missing:
         raise ValueError(
             f"{weights} does not match {CONFIG_FILE}: missing {missing[:_MISMATCHES_SHOWN]}, unexpected "
@@ -177,9 +247,10 @@ def export_peft_lora(
     """Write the adapted model as a standard PEFT LoRA adapter (heads and trained biases included), so
     that `peft.PeftModel.from_pretrained(base_model, directory)` computes what `model` computes.
 
-    LoRA and LoRMA₊ (`rri`) updates are exactly rank r: pre `ΔW = s·B·(A·W)`, post `ΔW = s·(W·B)·A`, so the
-    export is exact (a fused GPT-2 layer exports at rank r per adapted slice). `shift` and `none` updates
-    are full rank: they export only with `lossy_rank=k`, as a truncated SVD of `W' − W`.
+    Where `AdapterConfig.exports_exactly_to_lora` holds (LoRA, and LoRMA₊ `rri`: pre `ΔW = s·B·(A·W)`,
+    post `ΔW = s·(W·B)·A`) the update is exactly rank r and the export is exact (a fused GPT-2 layer
+    exports at rank r per adapted slice). Other variants' updates are full rank: they export only with
+    `lossy_rank=k`, as a truncated SVD of `W' − W`.
 
     Returns each layer's relative Frobenius error `‖ΔW − ΔW_k‖ / ‖ΔW‖` (0.0 for exact exports).
     """
@@ -188,18 +259,18 @@ def export_peft_lora(
         raise ValueError("the model holds no adapters to export (merged models cannot be exported)")
     config = injection.config
     layers = dict(iter_adapter_layers(model))
-    exact = config.method == "lora" or config.inflation == "rri"
+    exact = config.exports_exactly_to_lora
     if lossy_rank is not None:
         if isinstance(lossy_rank, bool) or not isinstance(lossy_rank, int) or lossy_rank <= 0:
             raise ValueError(f"lossy_rank={lossy_rank!r} must be a positive integer")
         if exact:
             raise ValueError(
-                f"this adapter ({_describe(config)}) exports exactly at rank r; leave lossy_rank out"
+                f"this adapter ({config.variant.describe()}) exports exactly at rank r; leave lossy_rank out"
             )
     elif not exact:
         raise ValueError(
-            f"{_describe(config)} updates W' − W are full rank (the multiplier is not I plus a rank-r term), so "
-            "no LoRA adapter represents them exactly; pass lossy_rank=k to export a truncated SVD (the "
+            f"{config.variant.describe()} updates W' − W are full rank (the multiplier is not I plus a rank-r "
+            "term), so no LoRA adapter represents them exactly; pass lossy_rank=k to export a truncated SVD (the "
             "relative error of each layer is returned)"
         )
     tensors: dict[str, torch.Tensor] = {}
@@ -211,8 +282,9 @@ def export_peft_lora(
         tensors[f"{_PEFT_PREFIX}{name}.lora_A.weight"] = lora_a.to(dtype).contiguous().cpu()
         tensors[f"{_PEFT_PREFIX}{name}.lora_B.weight"] = lora_b.to(dtype).contiguous().cpu()
         ranks[name] = lora_a.shape[0]
+    factors = {f"{name}.{factor}" for name, layer in layers.items() for factor in layer.factor_names}
     for name, parameter in saved_parameters(model).items():
-        if not name.endswith(tuple(_FACTOR_NAMES[config.method])):
+        if name not in factors:
             tensors[_PEFT_PREFIX + name] = parameter.detach().contiguous().cpu()
     rank = Counter(ranks.values()).most_common(1)[0][0]
     pattern = {re.escape(name): layer_rank for name, layer_rank in ranks.items() if layer_rank != rank}
@@ -248,10 +320,6 @@ def export_peft_lora(
             worst,
         )
     return errors
-
-
-def _describe(config: AdapterConfig) -> str:
-    return "method='lora'" if config.method == "lora" else f"inflation={config.inflation!r}"
 
 
 def _lora_factors(layer: AdapterLayer, lossy_rank: int | None) -> tuple[torch.Tensor, torch.Tensor, float]:

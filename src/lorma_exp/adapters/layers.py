@@ -1,65 +1,30 @@
 """Adapter layers: `LoraLinear` and `LormaLinear` wrap a frozen `nn.Linear` or transformers' GPT-2 `Conv1D`
-(kept intact as `base_layer`) and add trainable low-rank factors.
+(kept intact as `base_layer`) and add trainable factors. The maths of each method lives in its variant
+(`variants.py`); a layer holds the parameters, slices and dropout, and hands the variant what it needs.
 
 A layer adapts either its whole output or named row slices of it (GPT-2's fused `c_attn`: q, k, v). A
 sliced layer stacks its factors along a leading slice dimension: `lorma_A` is `(slices, r, n)` instead of
-`(r, n)`; `factors()` hands them out per slice.
+`(r, n)`; `slice_factors()` and `factors()` hand them out per slice.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base_layers import EXACT_DTYPE, compute_dtype, is_adaptable, weight_matrix
 from .config import AdapterConfig
-from .functional import Fold, adapted_linear, low_rank_branch, pi, shift_prefers_weight_path
+from .functional import Fold, adapted_linear, low_rank_branch
+from .variants import Factors, Lorma
 
 ShiftPath = Literal["auto", "activations", "weight"]
 SHIFT_PATHS: tuple[ShiftPath, ...] = ("auto", "activations", "weight")
-
-#: Working precision for merge, unmerge and export: exact enough that casting back is the only rounding.
-EXACT_DTYPE = torch.float64
-
-
-def is_conv1d(module: nn.Module) -> bool:
-    """Whether `module` is transformers' GPT-2 `Conv1D` (weight stored transposed, `(d_in, d_out)`).
-
-    Looks the class up only if transformers is already imported: otherwise no module can be one.
-    """
-    pytorch_utils = sys.modules.get("transformers.pytorch_utils")
-    return pytorch_utils is not None and isinstance(module, pytorch_utils.Conv1D)
-
-
-def is_adaptable(module: nn.Module) -> bool:
-    """Layers the library can wrap: `nn.Linear` and GPT-2's `Conv1D`."""
-    return isinstance(module, nn.Linear) or is_conv1d(module)
-
-
-def weight_matrix(layer: nn.Module) -> torch.Tensor:
-    """The layer's weight as a (d_out, d_in) matrix (a transposed view for `Conv1D`)."""
-    return layer.weight.T if is_conv1d(layer) else layer.weight
-
-
-def set_weight_matrix(layer: nn.Module, value: torch.Tensor) -> None:
-    """Overwrite the layer's weight in place from a (d_out, d_in) matrix, in the weight's own dtype."""
-    with torch.no_grad():
-        weight_matrix(layer).copy_(value)
-
-
-def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
-    """The dtype the frozen layer computes in: autocast's when it is on for `x`'s device, else the weight's."""
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return weight.dtype
 
 
 @dataclass(frozen=True)
@@ -77,14 +42,12 @@ class OutputSlice:
 
 
 class AdapterLayer(nn.Module):
-    """What `LoraLinear` and `LormaLinear` share: the wrapped layer, slicing, dropout, parameter layout and
-    the weight-space view used by merge, unmerge and export.
+    """What `LoraLinear` and `LormaLinear` share: the wrapped layer, slicing, dropout, the parameters the
+    variant (`adapter_config.variant`) declares, and the weight-space view used by merge, unmerge and
+    export."""
 
-    Subclasses name their factors (`factor_names`), give each slice's factor shapes and initialisation,
-    and implement `forward`, `_slice_update` and `_restore_slice`.
-    """
-
-    factor_names: ClassVar[tuple[str, str]]
+    #: The `AdapterConfig.method` this layer class implements.
+    method: str
 
     def __init__(
         self, base_layer: nn.Module, config: AdapterConfig, slices: Sequence[OutputSlice] | None = None
@@ -94,10 +57,16 @@ class AdapterLayer(nn.Module):
             raise TypeError(
                 f"{type(self).__name__} wraps nn.Linear or GPT-2 Conv1D, not {type(base_layer).__name__}"
             )
+        if config.method != self.method:
+            raise ValueError(
+                f"{type(self).__name__} implements method={self.method!r}, the config says "
+                f"method={config.method!r}; inject_adapters picks the layer class for you"
+            )
         weight = weight_matrix(base_layer)
         base_layer.weight.requires_grad_(False)
         self.base_layer = base_layer
         self.adapter_config = config
+        self.variant = config.variant
         self.out_features, self.in_features = weight.shape
         self.is_sliced = slices is not None
         self.slices = self._ordered_slices(slices) if slices else (OutputSlice("", 0, self.out_features),)
@@ -105,11 +74,13 @@ class AdapterLayer(nn.Module):
         self.train(base_layer.training)  # an eval-mode model stays in eval mode
         # Half-precision bases get float32 factors, so optimiser updates are not lost to rounding.
         factor_dtype = torch.promote_types(weight.dtype, torch.float32)
-        a_shape, b_shape = self._factor_shapes(self.slices[0])
+        shapes = self.variant.factor_shapes(self.slices[0].size, self.in_features)
         leading = (len(self.slices),) if self.is_sliced else ()
-        for name, shape in zip(self.factor_names, (a_shape, b_shape), strict=True):
+        for name, shape in shapes.items():
             tensor = torch.empty(leading + shape, dtype=factor_dtype, device=weight.device)
             self.register_parameter(name, nn.Parameter(tensor))
+        #: The factor parameters' names, in the order they are registered (and saved).
+        self.factor_names: tuple[str, ...] = tuple(shapes)
         self.reset_parameters()
 
     def _ordered_slices(self, slices: Sequence[OutputSlice]) -> tuple[OutputSlice, ...]:
@@ -125,24 +96,30 @@ class AdapterLayer(nn.Module):
 
     # --- parameters -------------------------------------------------------------------------------------
 
-    def _factor_shapes(self, piece: OutputSlice) -> tuple[tuple[int, int], tuple[int, int]]:
-        raise NotImplementedError
-
-    def _init_slice(self, factor_a: torch.Tensor, factor_b: torch.Tensor) -> None:
-        raise NotImplementedError
-
     def reset_parameters(self) -> None:
-        """Initialise every slice's factors as the method prescribes (see docs/adapters.md)."""
+        """Initialise every slice's factors as the variant prescribes (see docs/adapters.md)."""
         with torch.no_grad():
-            for _, factor_a, factor_b in self.factors():
-                self._init_slice(factor_a, factor_b)
+            for _, factors in self.slice_factors():
+                self.variant.initialise(factors)
+
+    def slice_factors(self) -> list[tuple[OutputSlice, Factors]]:
+        """`(slice, {name: factor})` per adapted slice; the factors are the parameters or views of them."""
+        parameters = {name: getattr(self, name) for name in self.factor_names}
+        if not self.is_sliced:
+            return [(self.slices[0], parameters)]
+        return [
+            (piece, {name: parameter[index] for name, parameter in parameters.items()})
+            for index, piece in enumerate(self.slices)
+        ]
 
     def factors(self) -> list[tuple[OutputSlice, torch.Tensor, torch.Tensor]]:
-        """`(slice, A, B)` per adapted slice; A and B are the parameters or views of them."""
-        factor_a, factor_b = (getattr(self, name) for name in self.factor_names)
-        if not self.is_sliced:
-            return [(self.slices[0], factor_a, factor_b)]
-        return [(piece, factor_a[index], factor_b[index]) for index, piece in enumerate(self.slices)]
+        """`(slice, A, B)` per adapted slice: the low-rank pair (a variant may have more factors, such as a
+        magnitude; `slice_factors` has them all)."""
+        variant = self.variant
+        return [
+            (piece, factors[variant.factor_a], factors[variant.factor_b])
+            for piece, factors in self.slice_factors()
+        ]
 
     def adapter_parameters(self) -> Iterator[nn.Parameter]:
         """The trainable factor parameters of this layer."""
@@ -154,21 +131,45 @@ class AdapterLayer(nn.Module):
         """Names of the adapted slices of a fused layer (`("q", "v")`); `()` for a whole layer."""
         return tuple(piece.name for piece in self.slices) if self.is_sliced else ()
 
-    def _slice(self, name: str | None) -> tuple[OutputSlice, torch.Tensor, torch.Tensor]:
+    def _slice(self, name: str | None) -> tuple[OutputSlice, Factors]:
         if not self.is_sliced:
             if name is not None:
                 raise ValueError(f"this layer is not sliced; call without a slice name (got {name!r})")
-            return self.factors()[0]
-        for piece, factor_a, factor_b in self.factors():
+            return self.slice_factors()[0]
+        for piece, factors in self.slice_factors():
             if piece.name == name:
-                return piece, factor_a, factor_b
+                return piece, factors
         raise ValueError(
             f"slice={name!r}: this fused layer adapts slices {self.slice_names}; name one of them"
         )
 
-    # --- forward helpers --------------------------------------------------------------------------------
+    # --- forward ----------------------------------------------------------------------------------------
 
-    def _segments(self) -> list[tuple[int, int, int | None]]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.adapter_config.dropout_on != "input":
+            return self.variant.forward(self, x)
+        out = self.variant.forward(self, self.dropout(x))
+        if self.is_sliced and self.training and self.adapter_config.dropout > 0:
+            out = self._frozen_rows_from(x, out)
+        return out
+
+    def _frozen_rows_from(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """`out` with the rows no slice adapts (GPT-2's k) recomputed from the clean input `x`.
+
+        Input dropout is the authors' whole-input dropout, which touched only adapted layers: on a fused
+        layer only what feeds the adapted slices is dropped. The frozen rows are computed again rather than
+        threaded through every variant's forward: one extra frozen-slice product in training."""
+        weight = weight_matrix(self.base_layer)
+        bias = self.base_layer.bias
+        parts = [
+            out[..., start:stop]
+            if index is not None
+            else F.linear(x, weight[start:stop], None if bias is None else bias[start:stop]).to(out.dtype)
+            for start, stop, index in self.segments()
+        ]
+        return torch.cat(parts, dim=-1)
+
+    def segments(self) -> list[tuple[int, int, int | None]]:
         """`(start, stop, slice index or None)` covering all output rows in order."""
         segments, position = [], 0
         for index, piece in enumerate(self.slices):
@@ -187,27 +188,26 @@ class AdapterLayer(nn.Module):
             x = self.dropout(x)
         return x.to(dtype).reshape(-1, self.in_features)
 
-    def _with_branches(self, x: torch.Tensor, fold: Fold, keep_base_output: bool) -> torch.Tensor:
-        """`base(x) + branch` per slice (`keep_base_output`), or `branch + bias` (LoRMA without inflation).
+    def branch_forward(self, x: torch.Tensor, fold: Fold, keep_base_output: bool) -> torch.Tensor:
+        """`base(x) + s·(x·A_effᵀ)·B_effᵀ` per slice (`keep_base_output`), or the branch plus the bias alone
+        (LoRMA without inflation); `fold` says where W enters the branch (`functional.Fold`).
 
         A whole layer whose branch sees the same input as the frozen product (no dropout on the branch)
-        runs as one fused node (`functional.adapted_linear`); slices, branch dropout and `none` add the
-        branch to the frozen layer's output."""
+        runs as one fused node (`functional.adapted_linear`); slices, branch dropout and a dropped frozen
+        output add the branch (`functional.low_rank_branch`) to the frozen layer's output."""
         weight = weight_matrix(self.base_layer)
         dtype = compute_dtype(x, weight)
+        scale = self.adapter_config.scale
         branch_dropout = (
             self.training and self.adapter_config.dropout > 0 and self.adapter_config.dropout_on == "adapter"
         )
         if keep_base_output and not self.is_sliced and not branch_dropout:
             _, factor_a, factor_b = self.factors()[0]
             rows = x.to(dtype).reshape(-1, self.in_features)
-            out = adapted_linear(
-                rows, weight, self.base_layer.bias, factor_a, factor_b, self.adapter_config.scale, fold
-            )
+            out = adapted_linear(rows, weight, self.base_layer.bias, factor_a, factor_b, scale, fold)
             return out.view(*x.shape[:-1], self.out_features)
         rows = self._branch_input(x, dtype)
         lead = x.shape[:-1]
-        scale = self.adapter_config.scale
         branches = [
             low_rank_branch(rows, factor_a, factor_b, weight[piece.start : piece.stop], scale, fold).view(
                 *lead, -1
@@ -221,11 +221,11 @@ class AdapterLayer(nn.Module):
                 return base_out + branches[0]
             parts = [
                 base_out[..., start:stop] if index is None else base_out[..., start:stop] + branches[index]
-                for start, stop, index in self._segments()
+                for start, stop, index in self.segments()
             ]
             return torch.cat(parts, dim=-1)
         parts = []
-        for start, stop, index in self._segments():
+        for start, stop, index in self.segments():
             piece_bias = None if bias is None else bias[start:stop]
             if index is None:
                 parts.append(F.linear(x, weight[start:stop], piece_bias))
@@ -237,34 +237,12 @@ class AdapterLayer(nn.Module):
 
     # --- weight space: analysis, merge, unmerge, export -------------------------------------------------
 
-    def _slice_update(
-        self, factor_a: torch.Tensor, factor_b: torch.Tensor, weight: torch.Tensor
-    ) -> torch.Tensor:
-        """`W'_s − W_s` for one slice, from the slice's rows `weight` (all in the working dtype)."""
-        raise NotImplementedError
-
-    def _restore_slice(
-        self, factor_a: torch.Tensor, factor_b: torch.Tensor, merged: torch.Tensor
-    ) -> torch.Tensor:
-        """The original rows `W_s` from merged rows `W'_s` (all in the working dtype)."""
-        raise NotImplementedError
-
-    def exact_lora_factors(self) -> list[tuple[OutputSlice, torch.Tensor, torch.Tensor]] | None:
-        """`(slice, B_s, A_s)` with `W'_s − W_s = B_s·A_s` exactly (scaling folded into `B_s`), in float64;
-        `None` where the update is not low-rank (LoRMA_π, LoRMA without inflation)."""
-        raise NotImplementedError
-
-    def _working_copies(
-        self, dtype: torch.dtype
-    ) -> Iterator[tuple[OutputSlice, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _working_copies(self, dtype: torch.dtype) -> Iterator[tuple[OutputSlice, Factors, torch.Tensor]]:
+        """`(slice, factors, rows of W)` per slice, detached copies in `dtype`."""
         weight = weight_matrix(self.base_layer).detach().to(dtype)
-        for piece, factor_a, factor_b in self.factors():
-            yield (
-                piece,
-                factor_a.detach().to(dtype),
-                factor_b.detach().to(dtype),
-                weight[piece.start : piece.stop],
-            )
+        for piece, factors in self.slice_factors():
+            copies = {name: factor.detach().to(dtype) for name, factor in factors.items()}
+            yield piece, copies, weight[piece.start : piece.stop]
 
     def delta_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """`W' − W` in the base weight's (d_out, d_in) orientation, rows outside the adapted slices zero.
@@ -274,8 +252,8 @@ class AdapterLayer(nn.Module):
         dtype = dtype or torch.promote_types(weight.dtype, torch.float32)
         delta = torch.zeros(weight.shape, dtype=dtype, device=weight.device)
         with torch.no_grad():
-            for piece, factor_a, factor_b, rows in self._working_copies(dtype):
-                delta[piece.start : piece.stop] = self._slice_update(factor_a, factor_b, rows)
+            for piece, factors, rows in self._working_copies(dtype):
+                delta[piece.start : piece.stop] = self.variant.update(factors, rows)
         return delta
 
     def merged_weight(self) -> torch.Tensor:
@@ -286,65 +264,54 @@ class AdapterLayer(nn.Module):
         """`W` in float64 recovered from a base layer that currently holds `W'` (used by `unmerge_adapters`)."""
         with torch.no_grad():
             restored = weight_matrix(self.base_layer).detach().to(EXACT_DTYPE).clone()
-            for piece, factor_a, factor_b, rows in self._working_copies(EXACT_DTYPE):
-                restored[piece.start : piece.stop] = self._restore_slice(factor_a, factor_b, rows)
+            for piece, factors, rows in self._working_copies(EXACT_DTYPE):
+                restored[piece.start : piece.stop] = self.variant.restore(factors, rows)
         return restored
+
+    def exact_lora_factors(self) -> list[tuple[OutputSlice, torch.Tensor, torch.Tensor]] | None:
+        """`(slice, B_s, A_s)` with `W'_s − W_s = B_s·A_s` exactly (scaling folded into `B_s`), in float64;
+        `None` where the update is not low-rank (see `AdapterConfig.exports_exactly_to_lora`)."""
+        if not self.variant.exports_exactly_to_lora:
+            return None
+        with torch.no_grad():
+            return [
+                (piece, *self.variant.lora_factors(factors, rows))
+                for piece, factors, rows in self._working_copies(EXACT_DTYPE)
+            ]
 
     def extra_repr(self) -> str:
         sliced = f", slices={self.slice_names}" if self.is_sliced else ""
-        return f"in_features={self.in_features}, out_features={self.out_features}, r={self.adapter_config.r}{sliced}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, r={self.adapter_config.r}, "
+            f"{self.variant.describe()}{sliced}"
+        )
 
 
 class LoraLinear(AdapterLayer):
     """LoRA: `W' = W + s·B·A` with `A` (r × d_in) Kaiming-uniform and `B` (d_out × r) zero."""
 
-    factor_names = ("lora_A", "lora_B")
-
-    def _factor_shapes(self, piece: OutputSlice) -> tuple[tuple[int, int], tuple[int, int]]:
-        return (self.adapter_config.r, self.in_features), (piece.size, self.adapter_config.r)
-
-    def _init_slice(self, factor_a: torch.Tensor, factor_b: torch.Tensor) -> None:
-        nn.init.kaiming_uniform_(factor_a, a=math.sqrt(5))
-        nn.init.zeros_(factor_b)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.adapter_config.dropout_on == "input":
-            x = self.dropout(x)
-        return self._with_branches(x, "none", keep_base_output=True)
-
-    def _slice_update(
-        self, factor_a: torch.Tensor, factor_b: torch.Tensor, weight: torch.Tensor
-    ) -> torch.Tensor:
-        return self.adapter_config.scale * (factor_b @ factor_a)
-
-    def _restore_slice(
-        self, factor_a: torch.Tensor, factor_b: torch.Tensor, merged: torch.Tensor
-    ) -> torch.Tensor:
-        return merged - self.adapter_config.scale * (factor_b @ factor_a)
-
-    def exact_lora_factors(self) -> list[tuple[OutputSlice, torch.Tensor, torch.Tensor]] | None:
-        return [
-            (piece, self.adapter_config.scale * b, a) for piece, a, b, _ in self._working_copies(EXACT_DTYPE)
-        ]
+    method = "lora"
 
 
 class LormaLinear(AdapterLayer):
-    """LoRMA: `W' = M·W` (pre) or `W·M` (post), `M = I(B·A)` with rank inflation `I` = `rri`
-    (`I + s·B·A`), `shift` (`s·π(B·A)`) or `none` (`s·B·A`). `A` is r × n and `B` is n × r, n = d_out
-    (of the slice) for pre and d_in for post.
+    """LoRMA: `W' = M·W` (pre) or `W·M` (post), `M = I(B·A)` with the rank inflation `I` of
+    `adapter_config.inflation` (see `variants.py`). `A` is r × n and `B` is n × r, n = d_out (of the slice)
+    for pre and d_in for post.
 
-    Training never builds `W'` for `rri` and `none`: they run as a low-rank branch with a hand-written
-    backward (see `functional.low_rank_branch`). `shift` applies `P = s·π(B·A)` to activations or builds
-    `P·W` once per call, whichever costs fewer flops; set `shift_path` to `"activations"` or `"weight"`
-    to force one (benchmarks, tests).
+    Training never builds `W'` for inflations with a low-rank form (`rri`, `none`): they run as a low-rank
+    branch with a hand-written backward (see `functional.low_rank_branch`). `shift` applies `P = s·π(B·A)`
+    to activations or builds `P·W` once per call, whichever costs fewer flops; set `shift_path` to
+    `"activations"` or `"weight"` to force one (benchmarks, tests).
     """
 
-    factor_names = ("lorma_A", "lorma_B")
+    method = "lorma"
+    variant: Lorma
     _shift_path: ShiftPath = "auto"
 
     @property
     def shift_path(self) -> ShiftPath:
-        """How `shift` is computed: `"auto"` (by flop count, the default), `"activations"` or `"weight"`."""
+        """How `shift` is computed: `"auto"` (by flop count, the default), `"activations"` or `"weight"`;
+        other inflations ignore it."""
         return self._shift_path
 
     @shift_path.setter
@@ -353,155 +320,12 @@ class LormaLinear(AdapterLayer):
             raise ValueError(f"shift_path={value!r} must be one of {SHIFT_PATHS}")
         self._shift_path = value
 
-    def _multiplier_size(self, piece: OutputSlice) -> int:
-        return piece.size if self.adapter_config.mode == "pre" else self.in_features
-
-    def _factor_shapes(self, piece: OutputSlice) -> tuple[tuple[int, int], tuple[int, int]]:
-        n = self._multiplier_size(piece)
-        return (self.adapter_config.r, n), (n, self.adapter_config.r)
-
-    def _init_slice(self, factor_a: torch.Tensor, factor_b: torch.Tensor) -> None:
-        inflation = self.adapter_config.inflation
-        if inflation == "rri":
-            nn.init.zeros_(factor_b)
-            nn.init.kaiming_uniform_(factor_a, a=math.sqrt(5))
-            return
-        nn.init.kaiming_uniform_(factor_b, a=math.sqrt(5))
-        if inflation == "shift":
-            # B·A is a column of ones in column 0; π moves it onto the diagonal, so s·π(B·A) = I.
-            factor_b[:, 0] = 1.0
-            factor_a.zero_()
-            factor_a[0, 0] = 1.0
-        elif not factor_b.is_meta:
-            # Without inflation M = s·B·A starts as the projector B·pinv(B), as the authors start it.
-            factor_a.copy_(torch.linalg.pinv(factor_b.to(EXACT_DTYPE)))
-        root_scale = math.sqrt(self.adapter_config.scale)
-        factor_b.div_(root_scale)
-        factor_a.div_(root_scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.adapter_config.dropout_on == "input":
-            x = self.dropout(x)
-        if self.adapter_config.inflation == "shift":
-            return self._shift_forward(x)
-        fold: Fold = "into_A" if self.adapter_config.mode == "pre" else "into_B"
-        return self._with_branches(x, fold, keep_base_output=self.adapter_config.inflation == "rri")
-
-    # --- LoRMA_π ------------------------------------------------------------------------------------------
-
-    def _shift_multiplier(self, factor_a: torch.Tensor, factor_b: torch.Tensor) -> torch.Tensor:
-        """`P = s·π(B·A)` in the factors' dtype, differentiable, autocast off (P sits near I; keep it exact)."""
-        with torch.autocast(factor_a.device.type, enabled=False):
-            return self.adapter_config.scale * pi(factor_b @ factor_a)
-
-    def _shift_forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = weight_matrix(self.base_layer)
-        bias = self.base_layer.bias
-        dtype = compute_dtype(x, weight)
-        multipliers = [self._shift_multiplier(factor_a, factor_b) for _, factor_a, factor_b in self.factors()]
-        pre = self.adapter_config.mode == "pre"
-        if self.shift_path == "auto":
-            tokens = x.numel() // self.in_features
-            shapes = [
-                (piece.size, self.in_features) if pre else (self.in_features, piece.size)
-                for piece in self.slices
-            ]
-            training = torch.is_grad_enabled() and any(p.requires_grad for p in self.adapter_parameters())
-            use_weight = shift_prefers_weight_path(tokens, shapes, training)
-        else:
-            use_weight = self.shift_path == "weight"
-        segments = self._segments()
-        if use_weight:
-            rows = []
-            for start, stop, index in segments:
-                piece_weight = weight[start:stop]
-                if index is not None:
-                    p = multipliers[index].to(weight.dtype)
-                    piece_weight = p @ piece_weight if pre else piece_weight @ p
-                rows.append(piece_weight)
-            adapted = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
-            return F.linear(x, adapted, bias)
-        if pre:
-            h = F.linear(x, weight)
-            parts = [
-                h[..., start:stop]
-                if index is None
-                else F.linear(h[..., start:stop], multipliers[index].to(dtype))
-                for start, stop, index in segments
-            ]
-        else:
-            parts = [
-                F.linear(
-                    x if index is None else F.linear(x, multipliers[index].to(dtype)), weight[start:stop]
-                )
-                for start, stop, index in segments
-            ]
-        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        return out if bias is None else out + bias.to(dtype)
-
-    # --- weight space ---------------------------------------------------------------------------------
-
-    def _update_multiplier(self, factor_a: torch.Tensor, factor_b: torch.Tensor) -> torch.Tensor:
-        """`M − I` (n × n) in the factors' dtype: `s·B·A` (rri), `s·π(B·A) − I` (shift), `s·B·A − I` (none)."""
-        product = self.adapter_config.scale * (factor_b @ factor_a)
-        if self.adapter_config.inflation == "rri":
-            return product
-        if self.adapter_config.inflation == "shift":
-            product = pi(product)
-        return product - torch.eye(product.shape[0], dtype=product.dtype, device=product.device)
-
     def multiplier(self, slice_name: str | None = None) -> torch.Tensor:
         """`M = I(B·A)`, n × n, in float32 (or the factors' dtype if wider), without autograd.
 
         For a fused layer name the slice (`"q"`, `"v"`, …): each slice has its own multiplier, acting on that
         slice's rows of the weight (pre) or on the input side of those rows (post)."""
-        _, factor_a, factor_b = self._slice(slice_name)
-        dtype = torch.promote_types(factor_a.dtype, torch.float32)
+        _, factors = self._slice(slice_name)
+        dtype = torch.promote_types(factors[self.variant.factor_a].dtype, torch.float32)
         with torch.no_grad():
-            update = self._update_multiplier(factor_a.to(dtype), factor_b.to(dtype))
-            return update + torch.eye(update.shape[0], dtype=dtype, device=update.device)
-
-    def _slice_update(
-        self, factor_a: torch.Tensor, factor_b: torch.Tensor, weight: torch.Tensor
-    ) -> torch.Tensor:
-        pre = self.adapter_config.mode == "pre"
-        if self.adapter_config.inflation == "rri":
-            # s·B·(A·W) costs r·n·m, never n²·m.
-            scale = self.adapter_config.scale
-            return scale * factor_b @ (factor_a @ weight) if pre else scale * (weight @ factor_b) @ factor_a
-        update = self._update_multiplier(factor_a, factor_b)
-        return update @ weight if pre else weight @ update
-
-    def _restore_slice(
-        self, factor_a: torch.Tensor, factor_b: torch.Tensor, merged: torch.Tensor
-    ) -> torch.Tensor:
-        pre = self.adapter_config.mode == "pre"
-        scale = self.adapter_config.scale
-        if self.adapter_config.inflation == "rri":
-            # Woodbury: (I + s·B·A)^{-1} = I − s·B·(I_r + s·A·B)^{-1}·A, so only an r × r system is solved.
-            eye_r = torch.eye(factor_a.shape[0], dtype=factor_a.dtype, device=factor_a.device)
-            small = eye_r + scale * (factor_a @ factor_b)
-            if pre:
-                return merged - scale * factor_b @ torch.linalg.solve(small, factor_a @ merged)
-            return merged - scale * (merged @ factor_b) @ torch.linalg.solve(small, factor_a)
-        if self.adapter_config.inflation == "none":
-            raise ValueError(
-                "inflation='none' multiplied the weight by a rank-r projector, which has no inverse: the "
-                "original weight cannot be recovered; keep an unmerged copy of the model instead"
-            )
-        multiplier = scale * pi(factor_b @ factor_a)
-        if pre:
-            return torch.linalg.solve(multiplier, merged)
-        return torch.linalg.solve(multiplier.T, merged.T).T
-
-    def exact_lora_factors(self) -> list[tuple[OutputSlice, torch.Tensor, torch.Tensor]] | None:
-        if self.adapter_config.inflation != "rri":
-            return None
-        scale = self.adapter_config.scale
-        factors = []
-        for piece, a, b, weight in self._working_copies(EXACT_DTYPE):
-            if self.adapter_config.mode == "pre":
-                factors.append((piece, scale * b, a @ weight))
-            else:
-                factors.append((piece, scale * (weight @ b), a))
-        return factors
+            return self.variant.multiplier({name: factor.to(dtype) for name, factor in factors.items()})

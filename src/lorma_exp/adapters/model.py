@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .base_layers import set_weight_matrix, weight_matrix
 from .config import AdapterConfig
-from .layers import AdapterLayer, LoraLinear, LormaLinear, set_weight_matrix, weight_matrix
+from .layers import AdapterLayer, LoraLinear, LormaLinear
 from .targets import TargetPlan, resolve_heads, resolve_targets
 
 _INJECTION_ATTR = "_lorma_injection"

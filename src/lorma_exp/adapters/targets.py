@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from .base_layers import is_adaptable, weight_matrix
 from .config import ALL_LINEAR, normalise_targets
-from .layers import OutputSlice, is_adaptable, weight_matrix
+from .layers import OutputSlice
 
 #: How many existing layer names an error message lists.
 _EXAMPLES_SHOWN = 6

@@ -97,7 +97,8 @@ def layer_updates(model: torch.nn.Module) -> list[LayerUpdate]:
 def load_updates(run: Run, adapter_dir: Path, load_base_model: BaseModelLoader) -> list[LayerUpdate]:
     if not (adapter_dir / CONFIG_FILE).is_file():
         raise RunDataError(f"{adapter_dir}: no saved adapter ({CONFIG_FILE})")
-    return layer_updates(load_adapters(load_base_model(run), adapter_dir))
+    base_name = run.results.get("model_name_or_path")
+    return layer_updates(load_adapters(load_base_model(run), adapter_dir, base_model_name_or_path=base_name))
 
 
 def _selected(updates: Sequence[LayerUpdate], pattern: re.Pattern[str] | None) -> Iterator[LayerUpdate]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 
-Problem = Literal["classification", "regression", "causal_lm"]
+from lorma_exp.config import Problem
+
 Batch = dict[str, torch.Tensor]
+IGNORE_INDEX = -100
+"""The label of a position that carries no loss (prompt and padding tokens of a causal LM row)."""
 
 
 class Evaluator(Protocol):

@@ -164,7 +164,7 @@ def build_classification_task(
     collate = PaddingCollator(tokenizer.pad_token_id, task.problem)
     eval_splits = {name: encoded[name] for name in data.eval_splits}
     return TaskData(
-        problem=task.problem.value,
+        problem=task.problem,
         train=encoded["train"],
         eval_splits=eval_splits,
         collate=collate,

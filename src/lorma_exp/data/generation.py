@@ -17,11 +17,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from lorma_exp.config import GenerationBackend, GenerationConfig
-from lorma_exp.data.base import Batch
+from lorma_exp.data.base import IGNORE_INDEX, Batch
 from lorma_exp.distributed import DistEnv, all_gather_objects, broadcast_object
 from lorma_exp.run_folder import prediction_files
-
-IGNORE_INDEX = -100
 
 Example = Mapping[str, Any]
 """``id`` (str), ``prompt`` (str), ``target`` (the training continuation), ``references`` (list[str])."""

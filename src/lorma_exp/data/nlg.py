@@ -17,7 +17,6 @@ then a space, the text and end-of-sequence; the loss covers only the text and th
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 import xml.etree.ElementTree as ElementTree
@@ -30,7 +29,9 @@ import datasets
 from transformers import PreTrainedTokenizerBase
 
 from lorma_exp.config import ConfigError, TrainConfig
+from lorma_exp.data import metric_suite
 from lorma_exp.data.base import TaskData
+from lorma_exp.data.files import read_rows, read_text
 from lorma_exp.data.generation import (
     CausalLMCollator,
     Example,
@@ -40,29 +41,14 @@ from lorma_exp.data.generation import (
 )
 from lorma_exp.data.hub import DataLoadError, load_dataset_dict
 from lorma_exp.distributed import DistEnv
-from lorma_exp.metrics.nlg import e2e_scores, webnlg_scores
+from lorma_exp.metrics.nlg import score_generations
+from lorma_exp.metrics.suites import MetricSuite
 
 Pair = tuple[str, str]
 """(input, reference): one training row."""
 
 SPLIT_ALIASES = {"dev": "validation"}
 TARGET_PREFIX = " "
-
-
-@dataclass(frozen=True)
-class MetricSuite:
-    """A challenge's scorer and the metrics it reports."""
-
-    score: Callable[[Sequence[str], Sequence[Sequence[str]]], dict[str, float]]
-    metrics: tuple[str, ...]
-
-
-SUITES = {
-    "e2e": MetricSuite(e2e_scores, ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")),
-    "webnlg": MetricSuite(webnlg_scores, ("BLEU", "METEOR", "TER")),
-}
-METRICS = tuple(dict.fromkeys(name for suite in SUITES.values() for name in suite.metrics))
-"""Every metric name a data-to-text task may list in ``task.metrics``."""
 
 
 @dataclass(frozen=True)
@@ -133,14 +119,15 @@ def read_e2e_csv(paths: Sequence[Path]) -> list[Pair]:
     """One (MR, reference) pair per row of the challenge's CSV files (columns ``mr``, ``ref``)."""
     pairs: list[Pair] = []
     for path in paths:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"mr", "ref"} <= set(reader.fieldnames):
-                raise DataLoadError(
-                    f"data.dataset: {path} has columns {reader.fieldnames}, not the E2E release's mr,ref. "
-                    "Use the challenge's trainset.csv / devset.csv / testset_w_refs.csv."
-                )
-            pairs.extend((row["mr"].strip(), row["ref"].strip()) for row in reader)
+        file = read_rows(str(path), "data.dataset")
+        if not {"mr", "ref"} <= set(file.columns):
+            raise DataLoadError(
+                f"data.dataset: {path} has columns {list(file.columns)}, not the E2E release's mr,ref. "
+                "Use the challenge's trainset.csv / devset.csv / testset_w_refs.csv."
+            )
+        pairs.extend(
+            (mr.strip(), ref.strip()) for mr, ref in zip(file.column("mr"), file.column("ref"), strict=True)
+        )
     return pairs
 
 
@@ -255,7 +242,7 @@ def read_dart_json(paths: Sequence[Path]) -> list[Pair]:
     entries: list[Mapping[str, Any]] = []
     for path in paths:
         try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
+            loaded = json.loads(read_text(path, "data.dataset"))
         except json.JSONDecodeError as error:
             raise DataLoadError(f"data.dataset: {path} is not valid JSON ({error}).") from error
         if not isinstance(loaded, list) or any(
@@ -277,10 +264,9 @@ def dart_hub_pairs(dataset: datasets.Dataset, where: str) -> list[Pair]:
 # ---- loading -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DatasetFormat:
-    """How one dataset is read from the hub and from its original files, and which suite scores it."""
+    """How one dataset is read from the hub and from its original files."""
 
     name: str
-    suite: str
     local_files: Callable[[Path], dict[str, list[Path]]]
     read_local: Callable[[Sequence[Path]], list[Pair]]
     hub_pairs: Callable[[datasets.Dataset, str], list[Pair]]
@@ -291,7 +277,6 @@ class DatasetFormat:
 FORMATS = {
     "e2e": DatasetFormat(
         name="e2e",
-        suite="e2e",
         local_files=e2e_local_files,
         read_local=read_e2e_csv,
         hub_pairs=e2e_hub_pairs,
@@ -299,7 +284,6 @@ FORMATS = {
     ),
     "webnlg": DatasetFormat(
         name="webnlg",
-        suite="webnlg",
         local_files=webnlg_local_files,
         read_local=read_webnlg_xml,
         hub_pairs=webnlg_hub_pairs,
@@ -307,7 +291,6 @@ FORMATS = {
     ),
     "dart": DatasetFormat(
         name="dart",
-        suite="webnlg",
         local_files=dart_local_files,
         read_local=read_dart_json,
         hub_pairs=dart_hub_pairs,
@@ -357,35 +340,17 @@ def format_prompt(source: str, tokenizer: PreTrainedTokenizerBase) -> str:
     return f"{source}{tokenizer.eos_token}"
 
 
-def check_metrics(suite: str, metric_names: Sequence[str]) -> None:
-    """Fail before training when task.metrics names something the suite does not report."""
-    known = SUITES[suite].metrics
-    unknown = [name for name in metric_names if name not in known]
-    if unknown:
-        raise ConfigError(
-            f"task.metrics: {unknown} are not reported by the {suite} metric suite. Choose from {list(known)}."
-        )
-
-
-def suite_scores(suite: str, hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
-    """Every metric of a suite for a corpus (the WebNLG suite keeps the first 6 references itself)."""
-    return SUITES[suite].score(hypotheses, references)
-
-
-def make_scorer(suite: str, metric_names: Sequence[str]) -> ScoreFn:
-    """A ScoreFn reporting ``metric_names`` from ``suite``, and each example's input next to its hypothesis.
-
-    A hypothesis is scored as one line, its line breaks turned into spaces, as in the ``.hyp.txt`` file
-    the challenges' scorers read.
-    """
+def make_scorer(suite: MetricSuite, metric_names: Sequence[str]) -> ScoreFn:
+    """A ScoreFn reporting ``metric_names`` of ``suite`` (:mod:`lorma_exp.metrics.nlg`), and each example's
+    input next to its hypothesis."""
     names = list(metric_names)
 
     def score(
         hypotheses: list[str], examples: list[Example]
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        one_line = [" ".join(hypothesis.split()) for hypothesis in hypotheses]
-        scores = suite_scores(suite, one_line, [list(example["references"]) for example in examples])
-        return {name: float(scores[name]) for name in names}, [{"input": ex["input"]} for ex in examples]
+        references = [list(example["references"]) for example in examples]
+        metrics = score_generations(suite.name, hypotheses, references, names)
+        return metrics, [{"input": example["input"]} for example in examples]
 
     return score
 
@@ -401,14 +366,12 @@ def _subsample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
 def build_data_to_text_task(
     train_pairs: list[Pair],
     eval_groups: Mapping[str, list[ReferenceGroup]],
-    suite: str,
     settings: TrainConfig,
     tokenizer: PreTrainedTokenizerBase,
     env: DistEnv,
 ) -> TaskData:
     """Loss-masked training rows, one per pair; evaluation examples, one per distinct input."""
     data, task = settings.data, settings.task
-    check_metrics(suite, task.metrics)
     train = [
         encode_training_example(
             format_prompt(source, tokenizer), TARGET_PREFIX + reference, tokenizer, data.max_length
@@ -432,14 +395,14 @@ def build_data_to_text_task(
         eval_splits,
         tokenizer,
         settings.generation,
-        make_scorer(suite, task.metrics),
+        make_scorer(metric_suite(task), task.metrics),
         task.main_metric,
         task.greater_is_better,
         data.max_length,
         env,
     )
     return TaskData(
-        problem="causal_lm",
+        problem=task.problem,
         train=train,
         eval_splits=eval_splits,
         collate=CausalLMCollator(tokenizer.pad_token_id),
@@ -460,11 +423,10 @@ def build(fmt_name: str, settings: TrainConfig, tokenizer: PreTrainedTokenizerBa
             f"data.dataset: not set for the {fmt_name} task. Use the hub id in conf/task/{fmt_name}.yaml or "
             f"a folder holding {fmt.release}."
         )
-    check_metrics(fmt.suite, settings.task.metrics)  # before reading a large dataset
     wanted = list(dict.fromkeys([data.train_split, *data.eval_splits]))
     pairs = load_pairs(fmt, data.dataset, data.subset, wanted)
     groups = {split: group_references(pairs[split]) for split in data.eval_splits}
-    return build_data_to_text_task(pairs[data.train_split], groups, fmt.suite, settings, tokenizer, env)
+    return build_data_to_text_task(pairs[data.train_split], groups, settings, tokenizer, env)
 
 
 def build_e2e(settings: TrainConfig, tokenizer: PreTrainedTokenizerBase, env: DistEnv) -> TaskData:

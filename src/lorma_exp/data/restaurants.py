@@ -186,6 +186,4 @@ def build(settings: TrainConfig, tokenizer: PreTrainedTokenizerBase, env: DistEn
     groups = generate_restaurants(data.num_examples, data.sample_seed)
     held_out = max(1, int(len(groups) * VALIDATION_FRACTION))
     train_pairs = [(group.source, reference) for group in groups[held_out:] for reference in group.references]
-    return build_data_to_text_task(
-        train_pairs, {"validation": groups[:held_out]}, "e2e", settings, tokenizer, env
-    )
+    return build_data_to_text_task(train_pairs, {"validation": groups[:held_out]}, settings, tokenizer, env)

@@ -102,8 +102,9 @@ class Method(ABC):
         """Write what the method trained to ``folder`` (a weights folder of the run)."""
 
     @abstractmethod
-    def load(self, folder: Path, backbone: BackboneLoader) -> nn.Module:
-        """The trained model from a folder :meth:`save` wrote."""
+    def load(self, folder: Path, backbone: BackboneLoader, base_model_name_or_path: str) -> nn.Module:
+        """The trained model from a folder :meth:`save` wrote; ``base_model_name_or_path`` is the name the
+        run saved under (the configured one, not the folder it resolved to)."""
 
     def carries(self, model: nn.Module) -> bool:
         """Whether ``model`` holds this method's trained layers (how a model met in serving is recognised)."""

@@ -32,7 +32,7 @@ class FullFineTuning(Method):
     def save(self, model: nn.Module, folder: Path, base_model_name_or_path: str) -> None:
         model.save_pretrained(folder)
 
-    def load(self, folder: Path, backbone: BackboneLoader) -> nn.Module:
+    def load(self, folder: Path, backbone: BackboneLoader, base_model_name_or_path: str) -> nn.Module:
         return backbone(str(folder))
 
     def write_merged(self, model: nn.Module, folder: Path) -> None:

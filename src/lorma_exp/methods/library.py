@@ -24,15 +24,6 @@ if TYPE_CHECKING:
     from lorma_exp.config import MethodConfig
 
 
-def exports_exactly_to_lora(config: AdapterConfig) -> bool:
-    """Whether adapters of ``config`` update weights by exactly a rank-r LoRA term (LoRA, LoRMA₊).
-
-    The adapter library decides this (``export_peft_lora`` refuses other updates); this is the framework's
-    one question to it.
-    """
-    return config.method == "lora" or config.inflation == "rri"
-
-
 class LibraryAdapters(Method):
     """What LoRMA and LoRA share: inject, count, save and load through the adapter library."""
 
@@ -69,8 +60,8 @@ class LibraryAdapters(Method):
     def save(self, model: nn.Module, folder: Path, base_model_name_or_path: str) -> None:
         save_adapters(model, folder, base_model_name_or_path=base_model_name_or_path)
 
-    def load(self, folder: Path, backbone: BackboneLoader) -> nn.Module:
-        return load_adapters(backbone(None), folder)
+    def load(self, folder: Path, backbone: BackboneLoader, base_model_name_or_path: str) -> nn.Module:
+        return load_adapters(backbone(None), folder, base_model_name_or_path=base_model_name_or_path)
 
     @staticmethod
     def _injected_config(model: nn.Module) -> AdapterConfig | None:
@@ -83,7 +74,7 @@ class LibraryAdapters(Method):
 
     def exports_exactly_to_lora(self, model: nn.Module) -> bool:
         config = self._injected_config(model)
-        return config is not None and exports_exactly_to_lora(config)
+        return config is not None and config.exports_exactly_to_lora
 
     def exact_lora_factors(self, model: nn.Module) -> LoraFactors | None:
         if not self.exports_exactly_to_lora(model):

@@ -64,7 +64,7 @@ class PeftLora(Method):
     def save(self, model: nn.Module, folder: Path, base_model_name_or_path: str) -> None:
         model.save_pretrained(folder)
 
-    def load(self, folder: Path, backbone: BackboneLoader) -> nn.Module:
+    def load(self, folder: Path, backbone: BackboneLoader, base_model_name_or_path: str) -> nn.Module:
         from peft import PeftModel
 
         return PeftModel.from_pretrained(backbone(None), folder)

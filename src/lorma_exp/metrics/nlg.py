@@ -31,6 +31,8 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+from lorma_exp.metrics.suites import E2E, WEBNLG
+
 WEBNLG_REFERENCES = 6
 """References kept per instance for WebNLG and DART, as the LoRA pipeline writes them (`--ref_num 6`)."""
 
@@ -49,7 +51,7 @@ def e2e_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -
     meteor, _ = _meteor().compute_score(coco_references, coco_hypotheses)
     rouge_l, _ = Rouge().compute_score(coco_references, coco_hypotheses)
     cider, _ = Cider().compute_score(coco_references, coco_hypotheses)
-    return {"BLEU": bleu, "NIST": nist, "METEOR": meteor, "ROUGE_L": float(rouge_l), "CIDEr": float(cider)}
+    return dict(zip(E2E.metrics, (bleu, nist, meteor, float(rouge_l), float(cider)), strict=True))
 
 
 def webnlg_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
@@ -72,17 +74,27 @@ def webnlg_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]
         min(_ter(hypothesis.split(), reference.split()) for reference in refs)
         for hypothesis, refs in zip(word_hypotheses, word_references, strict=True)
     ]
-    return {
-        "BLEU": _multi_bleu_detok(split_hypotheses, split_references),
-        "METEOR": meteor,
-        "TER": sum(ter) / len(ter),
-    }
+    bleu = _multi_bleu_detok(split_hypotheses, split_references)
+    return dict(zip(WEBNLG.metrics, (bleu, meteor, sum(ter) / len(ter)), strict=True))
 
 
-SUITES: dict[str, Callable[[Sequence[str], Sequence[Sequence[str]]], dict[str, float]]] = {
-    "e2e": e2e_scores,
-    "webnlg": webnlg_scores,
+SCORERS: dict[str, Callable[[Sequence[str], Sequence[Sequence[str]]], dict[str, float]]] = {
+    E2E.name: e2e_scores,
+    WEBNLG.name: webnlg_scores,
 }
+"""The scorer of each NLG metric suite (:mod:`lorma_exp.metrics.suites`), by the suite's name."""
+
+
+def score_generations(
+    suite: str, hypotheses: Sequence[str], references: Sequence[Sequence[str]], metric_names: Sequence[str]
+) -> dict[str, float]:
+    """``metric_names`` of ``suite`` for decoded hypotheses, each scored as one line.
+
+    A hypothesis' line breaks become spaces, as in the ``.hyp.txt`` file the challenges' scorers read.
+    """
+    one_line = [" ".join(hypothesis.split()) for hypothesis in hypotheses]
+    scores = SCORERS[suite](one_line, references)
+    return {name: float(scores[name]) for name in metric_names}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -98,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "lines holds one reference per instance)",
     )
     parser.add_argument("hypotheses", type=Path, help="generated texts, one per line")
-    parser.add_argument("--suite", choices=sorted(SUITES), default="e2e", help="which scorer (default: e2e)")
+    parser.add_argument("--suite", choices=sorted(SCORERS), default="e2e", help="which scorer (default: e2e)")
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the scores to this JSON file")
     args = parser.parse_args(argv)
 
@@ -110,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{args.hypotheses} has {len(hypotheses)} lines but {args.references} has {len(references)} "
                 "groups of references: give one group (blank-line separated) per hypothesis line"
             )
-        scores = SUITES[args.suite](hypotheses, references)
+        scores = SCORERS[args.suite](hypotheses, references)
     except ValueError as error:
         parser.error(str(error))
     print(f"{args.suite} scores of {len(hypotheses)} instances")

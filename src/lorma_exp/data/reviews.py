@@ -1,4 +1,4 @@
-"""The embedded default task: product reviews generated from our own templates and word lists.
+"""The reviews task (the embedded default): product reviews generated from our own templates and word lists.
 
 It ships with the project (no download, no licence question) and is deterministic for a given
 ``data.sample_seed``. Sentiment follows the words, except that negation flips it ("not bad" is positive)
@@ -132,7 +132,7 @@ def generate_reviews(num_examples: int, seed: int) -> list[dict[str, str | int]]
     return rows
 
 
-def build_reviews(settings: TrainConfig, tokenizer: PreTrainedTokenizerBase, env: DistEnv) -> TaskData:
+def build(settings: TrainConfig, tokenizer: PreTrainedTokenizerBase, env: DistEnv) -> TaskData:
     data = settings.data
     if data.num_examples < 12:
         raise ConfigError(
