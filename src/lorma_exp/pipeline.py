@@ -40,7 +40,7 @@ from lorma_exp.resume import Resumption, check_resumable, config_of_record
 from lorma_exp.run_folder import RESULTS_FILE, RunFolder, write_evaluation_record
 from lorma_exp.run_lock import RunLock
 from lorma_exp.summary import format_summary
-from lorma_exp.tracking import RunLogger, run_log, wandb_group_and_tags
+from lorma_exp.tracking import RunLog, RunLogger, run_log, wandb_group_and_tags
 from lorma_exp.trainer import Trainer, TrainingInterrupted, TrainResult
 
 log = logging.getLogger(__name__)
@@ -143,11 +143,23 @@ def check_run_dir(run: RunFolder, settings: TrainConfig) -> bool:
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class OpenedRun:
+    """A run folder this process may train in: rank 0 holds its lock and its (held back) train.log."""
+
+    train_log: RunLog | None
+
+    def start_writing(self) -> None:
+        """Every check has passed: train.log gets the records held so far, and everything after."""
+        if self.train_log is not None:
+            self.train_log.open()
+
+
 @contextlib.contextmanager
-def opened_run_folder(run: RunFolder, settings: TrainConfig, env: DistEnv) -> Iterator[bool]:
-    """Rank 0 locks the run folder and checks what it holds; every rank learns the verdict: True to train,
-    False to skip a finished run, a ConfigError otherwise (the folder left as it was). While the block runs,
-    rank 0 holds the lock and copies the log into train.log."""
+def opened_run_folder(run: RunFolder, settings: TrainConfig, env: DistEnv) -> Iterator[OpenedRun | None]:
+    """Rank 0 locks the run folder and checks what it holds; every rank learns the verdict: an OpenedRun
+    to train, None to skip a finished run, a ConfigError otherwise (the folder left as it was). The lock is
+    held, and log records kept for train.log, while the block runs."""
     lock = RunLock(run.lock)
     verdict: bool | str | None = None
     if env.is_main:
@@ -162,9 +174,12 @@ def opened_run_folder(run: RunFolder, settings: TrainConfig, env: DistEnv) -> It
     verdict = broadcast_object(verdict, env)
     if isinstance(verdict, str):
         raise ConfigError(verdict)
+    if not verdict:
+        yield None
+        return
     try:
-        with run_log(run.train_log, enabled=env.is_main and bool(verdict)):
-            yield bool(verdict)
+        with run_log(run.train_log, enabled=env.is_main) as train_log:
+            yield OpenedRun(train_log)
     finally:
         if env.is_main:
             lock.release()
@@ -243,23 +258,25 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         cfg = resumption.config
     settings, env = preflight(cfg)
     with opened_run_folder(run, settings, env) as opened:
-        if not opened:
+        if opened is None:
             return None
-        if env.is_main and resumption is None:
-            record_new_run(run, cfg)
-        return _train_in(run, cfg, settings, env, resumption)
+        return _train_in(run, opened, cfg, settings, env, resumption)
 
 
 def _train_in(
-    run: RunFolder, cfg: DictConfig, settings: TrainConfig, env: DistEnv, resumption: Resumption | None
+    run: RunFolder,
+    opened: OpenedRun,
+    cfg: DictConfig,
+    settings: TrainConfig,
+    env: DistEnv,
+    resumption: Resumption | None,
 ) -> dict[str, Any]:
-    """Train in an opened run folder (:func:`train`)."""
+    """Train in an opened run folder (:func:`train`); the folder changes only once the data, the model and
+    a resumed run's checkpoint have passed their checks."""
     method = method_for(settings.method.kind)
     seed_everything(settings.seed)
     tokenizer = load_tokenizer(settings.model, settings.task.problem)
     task = build_task_data(settings, tokenizer, env)
-    if env.is_main:
-        save_label_names(task, run)
     model = load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
     seed_everything(settings.seed)  # adapter initialisation depends on the seed alone
     model = method.apply(model, settings.method)
@@ -273,10 +290,15 @@ def _train_in(
     trainer = Trainer(
         settings.trainer, model, task, env, run, settings.seed, logger, save, method.weights_name
     )
-    if settings.resume:
-        resumed_from = trainer.restore()
-        if env.is_main and resumption is not None and resumption.new_record is not None:
+    resumed_from = trainer.restore() if settings.resume else None
+    if env.is_main:
+        if resumption is None:
+            record_new_run(run, cfg)
+        elif resumption.new_record is not None:
             run.save_config(resumption.new_record)
+        save_label_names(task, run)
+    opened.start_writing()
+    if settings.resume:
         logger.truncate_after(resumed_from)
         if resumed_from is None:
             log.info("resume=true but %s has no checkpoint: starting from step 0", run.path)

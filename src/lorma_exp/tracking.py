@@ -152,27 +152,59 @@ class RunLogger:
             self.wandb_run = None
 
 
-@contextlib.contextmanager
-def run_log(path: Path, enabled: bool) -> Iterator[None]:
-    """Copy this process's log records into ``path`` (train.log) while the block runs.
+class RunLog(logging.Handler):
+    """Copies this process's log records into the run's train.log, once :meth:`open` says every check on
+    the run has passed; until then it holds them in memory (a refused run leaves the folder as it was).
 
-    Opened by the pipeline once every check on the run folder has passed, so that a refused run leaves the
-    folder as it found it (Hydra's own log file is turned off in conf/hydra/job_logging/run_folder.yaml).
-    The file takes the format of the console handler Hydra set up, when there is one.
+    Hydra's own log file is turned off (conf/hydra/job_logging/run_folder.yaml); the file takes the format
+    of the console handler Hydra set up, when there is one. A resumed run appends to its train.log.
     """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._held: list[logging.LogRecord] = []
+        self._file: logging.FileHandler | None = None
+        console = next(
+            (h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler and h.formatter),
+            None,
+        )
+        if console is not None:
+            self.setFormatter(console.formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._file is None:
+            self._held.append(record)
+        else:
+            self._file.emit(record)
+
+    def open(self) -> None:
+        """Write the records held so far to train.log, and every later one as it comes."""
+        if self._file is not None:
+            return
+        self._file = logging.FileHandler(self.path)
+        self._file.setFormatter(self.formatter)
+        for record in self._held:
+            self._file.emit(record)
+        self._held.clear()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
+@contextlib.contextmanager
+def run_log(path: Path, enabled: bool) -> Iterator[RunLog | None]:
+    """A :class:`RunLog` on the root logger while the block runs (None where ``enabled`` is false)."""
     if not enabled:
-        yield
+        yield None
         return
+    handler = RunLog(path)
     root = logging.getLogger()
-    handler = logging.FileHandler(path)
-    console = next(
-        (h for h in root.handlers if type(h) is logging.StreamHandler and h.formatter is not None), None
-    )
-    if console is not None:
-        handler.setFormatter(console.formatter)
     root.addHandler(handler)
     try:
-        yield
+        yield handler
     finally:
         root.removeHandler(handler)
         handler.close()

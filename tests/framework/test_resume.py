@@ -4,10 +4,13 @@ to resume, and a run's length changes only when the result stays exact."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from lorma_exp import pipeline
 from lorma_exp.data.classification import PaddingCollator
+from lorma_exp.models import load_backbone
 from lorma_exp.run_folder import RunFolder
 
 from .helpers import comparable, folder_snapshot, interrupting_collate, run_entry
@@ -115,4 +118,28 @@ def test_a_decaying_learning_rate_refuses_another_length_on_resume(
             compose_train(*dropout_run_overrides, f"run_dir={run_dir}", "trainer.epochs=3", "resume=true")
         )
     assert refused.value.code == 2
+    assert folder_snapshot(run_dir) == before
+
+
+def test_a_length_the_checkpoint_refuses_leaves_the_folder_as_it_was(
+    compose_train, dropout_run_overrides, tmp_path, monkeypatch, capsys, caplog
+):
+    """A constant rate after a warm-up of 6% of the run: a longer run warms up longer, so its first rates
+    differ. Found only once the checkpoint is read, after the data and the model have loaded; what they
+    log on the way (a GGUF conversion, a script dataset, dropped maths rows) must not reach train.log."""
+    caplog.set_level(logging.INFO)
+    constant = [*dropout_run_overrides, "trainer.scheduler=constant", "trainer.warmup_ratio=0.06"]
+    run_dir = tmp_path / "run"
+    _interrupted(compose_train, [*constant, f"run_dir={run_dir}"], monkeypatch)
+    before = folder_snapshot(run_dir)
+
+    def logging_load_backbone(*args, **kwargs):
+        logging.getLogger("lorma_exp.models").info("Converting the model from GGUF (once)")
+        return load_backbone(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "load_backbone", logging_load_backbone)
+    with pytest.raises(SystemExit) as refused:
+        pipeline.train(compose_train(*constant, f"run_dir={run_dir}", "trainer.epochs=3", "resume=true"))
+    assert refused.value.code == 2
+    assert "trainer.epochs: the run was made for 16 steps and this config gives 24" in capsys.readouterr().err
     assert folder_snapshot(run_dir) == before
