@@ -8,19 +8,23 @@ TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,torch==2.13.0)
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-slow lint format clean bench \
-	reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table13 reproduce-table6 reproduce-table7 reproduce-table8 reproduce-table10 reproduce-figure5
+.PHONY: help install run test test-slow lint format clean bench
 
-# Reproductions: MODELS=, TASKS=, METHODS= (space-separated), SEEDS=1,2,3, LAUNCHER=joblib|slurm|submitit_slurm,
-# SMOKE=1 (the same grid on the embedded model, a few steps per run, offline).
+# Reproductions (make reproduce-NAME, one per table or analysis declared in src/lorma_exp/paper.py):
+# MODELS=, TASKS=, METHODS= (space-separated), SEEDS=1,2,3, LAUNCHER=joblib|slurm|submitit_slurm,
+# SMOKE=1 (the same cells on embedded stand-ins, a few steps per run, offline).
 REPRO_ARGS = $(if $(MODELS),--models $(MODELS)) $(if $(TASKS),--tasks $(TASKS)) \
 	$(if $(METHODS),--methods $(METHODS)) $(if $(SEEDS),--seeds $(SEEDS)) \
 	$(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(SMOKE),--smoke)
 REPRODUCE = HF_HUB_DISABLE_TELEMETRY=1 $(if $(SMOKE),HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1) \
 	$(PY) -m lorma_exp.reproduce
 
+# `make help` works before `make install`: the declarations need only the standard library.
+HELP_PY := $(if $(wildcard $(PY)),$(PY),python3)
+
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
+	@PYTHONPATH=src $(HELP_PY) -m lorma_exp.reproduce --list | awk -F'\t' '{printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## create .venv/ with the project, its tools and the offline assets
 
@@ -52,35 +56,11 @@ format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install ## LoRMA's cost next to LoRA, PEFT and the authors' form (CPU, about a minute; BENCH_ARGS=...)
+bench: install ## LoRMA's cost next to LoRA, PEFT and the authors' form (CPU, a few minutes; BENCH_ARGS=...)
 	$(PY) -m lorma_exp.bench --preset cpu --readme benchmarks/README.md $(BENCH_ARGS)
 
-reproduce-table2: install ## Table 2: RoBERTa-base/large × 8 GLUE tasks × LoRA, LoRMA_π, LoRMA₊ × 3 seeds
-	$(REPRODUCE) table2 $(REPRO_ARGS)
-
-reproduce-table3: install ## Table 3: E2E NLG with GPT-2 medium × LoRA, LoRMA_π, LoRMA₊ (beam 10)
-	$(REPRODUCE) table3 $(REPRO_ARGS)
-
-reproduce-table13: install ## Table 13: E2E (beam 15), WebNLG and DART with GPT-2 medium × LoRA, LoRMA₊
-	$(REPRODUCE) table13 $(REPRO_ARGS)
-
-reproduce-table4: install ## Table 4: Gemma-2B and LLaMA-3-8B on MetaMathQA-40K, scored on GSM8K and MATH
-	$(REPRODUCE) table4 $(REPRO_ARGS)
-
-reproduce-table6: install ## Table 6: LoRMA without rank inflation vs LoRMA₊ (RoBERTa-large)
-	$(REPRODUCE) table6 $(REPRO_ARGS)
-
-reproduce-table7: install ## Table 7: LoRMA₊ pre vs post (RoBERTa-large)
-	$(REPRODUCE) table7 $(REPRO_ARGS)
-
-reproduce-table8: install ## Table 8: weights adapted × rank (RoBERTa-base, MRPC, STS-B)
-	$(REPRODUCE) table8 $(REPRO_ARGS)
-
-reproduce-table10: install ## Table 10: a fixed budget of about 150K parameters, alpha = r
-	$(REPRODUCE) table10 $(REPRO_ARGS)
-
-reproduce-figure5: install ## Figure 5: metric vs rank r = 1..64 for LoRA, LoRMA₊, LoRMA_π
-	$(REPRODUCE) figure5 $(REPRO_ARGS)
+reproduce-%: install
+	$(REPRODUCE) $* $(REPRO_ARGS)
 
 clean: ## remove caches (keeps .venv/ and outputs/)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info

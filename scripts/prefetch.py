@@ -3,8 +3,9 @@
     python scripts/prefetch.py table2 table3          # on a login node with network
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 make reproduce-table2 LAUNCHER=slurm   # then, anywhere
 
-It composes every experiment of the named tables (the same grids `make reproduce-*` runs) to find their
-models and datasets, then fetches each once. `--list` prints them without downloading.
+It composes every cell of the named reproductions (the same grids `make reproduce-*` runs) and the tasks
+they are scored on to find their models and datasets, then fetches each once. `--list` prints them
+without downloading.
 """
 
 from __future__ import annotations
@@ -17,25 +18,27 @@ from hydra import compose, initialize_config_dir
 
 from lorma_exp.config import register_configs
 from lorma_exp.data.hub import DataLoadError, load_dataset_dict
-from lorma_exp.reproduce import GRIDS
+from lorma_exp.paper import REPRODUCTIONS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 WEIGHT_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
 
 
-def needs(tables: list[str]) -> tuple[set[str], set[tuple[str, str | None]]]:
-    """(model names, (dataset, subset) pairs) behind the experiments and evaluations of ``tables``."""
+def needs(names: list[str]) -> tuple[set[str], set[tuple[str, str | None]]]:
+    """(model names, (dataset, subset) pairs) behind the cells and evaluations of the reproductions ``names``."""
     register_configs()
     models: set[str] = set()
     datasets: set[tuple[str, str | None]] = set()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for table in tables:
-            grid = GRIDS[table]
-            cells = [(m, t, x) for m in grid.models for t in grid.tasks for x in grid.methods]
+        for name in names:
+            grid = REPRODUCTIONS[name].grid
             overrides = [
-                [f"experiment={grid.experiment.format(model=m, task=t, method=x)}"] for m, t, x in cells
+                [f"experiment={grid.name}", f"model={model}", f"task={task}", f"method={method}"]
+                for model in grid.models
+                for task in grid.tasks
+                for method in grid.methods
             ]
-            overrides += [[*overrides[0], f"task={task}"] for task, _ in grid.evaluations]
+            overrides += [[f"task={evaluation.task}"] for evaluation in grid.evaluations]
             for override in overrides:
                 cfg = compose("config", overrides=override)
                 models.add(cfg.model.name_or_path)
@@ -46,7 +49,7 @@ def needs(tables: list[str]) -> tuple[set[str], set[tuple[str, str | None]]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tables", nargs="+", choices=sorted(GRIDS))
+    parser.add_argument("tables", nargs="+", choices=list(REPRODUCTIONS), metavar="NAME")
     parser.add_argument("--list", action="store_true", help="print what would be fetched, fetch nothing")
     arguments = parser.parse_args(argv)
     models, datasets = needs(arguments.tables)

@@ -11,6 +11,7 @@ adapter library's inflations. Every error names the field and says how to fix it
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -19,10 +20,12 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from lorma_exp.adapters import INFLATIONS
 from lorma_exp.methods import find_method, method_kinds
 from lorma_exp.run_folder import CONFIG_FILE, RunFolder
+from lorma_exp.settings_resolvers import SETTINGS_RESOLVERS
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -154,6 +157,8 @@ class ModelConfig:
     targets: list[str] = field(default_factory=lambda: ["q", "v"])
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
+    # Settings of the backbone's own (Hugging Face) config, applied at load, e.g. {attn_pdrop: 0.0}.
+    config_overrides: dict[str, Any] | None = field(default_factory=dict)
 
 
 @dataclass
@@ -214,6 +219,9 @@ class TrainerConfig:
     on_nonfinite: NonFinite = NonFinite.stop
     max_skipped_steps: int = 10
     snapshot_every_epoch: bool = False
+    # Also score the training rows at every evaluation, in eval mode with the evaluation metrics (Figure 8:
+    # training against evaluation accuracy); classification and regression tasks only.
+    eval_train: bool = False
     num_workers: int = 0
     progress_bar: bool = True
 
@@ -312,6 +320,7 @@ def register_configs() -> None:
         "run_stamp": run_stamp,
         # ``${evaluation_dir:${run_dir},${run_stamp:}}``: where one eval.py run of a run folder writes.
         "evaluation_dir": lambda run_dir, stamp: str(RunFolder(run_dir).evaluation(stamp)),
+        **SETTINGS_RESOLVERS,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
@@ -389,6 +398,51 @@ def _check_ranges(settings: TrainConfig, rules: tuple) -> None:
             raise ConfigError(f"{path}: {_WORDING[rule]}, got {value}. Use e.g. {example}.")
 
 
+def _check_paper_cell_named(cfg: DictConfig) -> None:
+    """A paper cell comes whole: its table and method from experiment=, its model and task from settings."""
+    cell = cfg.get("paper_cell")
+    if cell is None:
+        return
+    _check(
+        not (OmegaConf.is_missing(cell, "model") or OmegaConf.is_missing(cell, "task")),
+        "settings",
+        f"the paper has no settings for model={cfg.model.name} task={cfg.task.name} "
+        "(conf/settings/<model>_<task>.yaml), and experiment= trains the paper's cells",
+        "Name a cell of the table, e.g. experiment=table2 model=roberta_base task=cola, "
+        "or leave out experiment= to train this model and task with their own settings.",
+    )
+    _check(
+        not (OmegaConf.is_missing(cell, "table") or OmegaConf.is_missing(cell, "method")),
+        "experiment",
+        f"settings={cell.model}_{cell.task} holds a paper cell's settings, but no table is chosen",
+        "Add the table, e.g. experiment=table2.",
+    )
+
+
+def _check_paper_cell_trained(settings: TrainConfig) -> None:
+    """A run trains the model of its paper cell, unless it is a SMOKE stand-in for it. (Only the model: an
+    evaluation may score a run on another task, as Table 4 scores MetaMathQA runs on GSM8K.)"""
+    cell = settings.paper_cell
+    if cell is None:
+        return
+    model = settings.model.name
+    if settings.smoke:
+        _check(
+            model != cell.model,
+            "debug",
+            f"a SMOKE stand-in trains an embedded model, but model={model} is the cell's own",
+            f"Name the cell by its settings instead: settings={cell.model}_{cell.task}, without model= and task=.",
+        )
+    else:
+        _check(
+            model == cell.model,
+            "paper_cell",
+            f"settings={cell.model}_{cell.task} holds the settings of {cell.model} on {cell.task}, "
+            f"but the run trains model={model}",
+            f"Use model={cell.model} task={cell.task}, or add debug=smoke for an embedded stand-in.",
+        )
+
+
 def _check_method(settings: TrainConfig) -> None:
     """The method's kind is registered, and the settings it declares (``Method.settings``) are valid."""
     method = settings.method
@@ -435,7 +489,13 @@ def _check_method(settings: TrainConfig) -> None:
 
 def validate(cfg: DictConfig) -> TrainConfig:
     """Check ranges and cross-field rules that the schema's types cannot express; return typed settings."""
-    settings: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    _check_paper_cell_named(cfg)
+    try:
+        settings: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    except InterpolationResolutionError as error:
+        # The first line of OmegaConf's message; the rest repeats the key and the node types.
+        raise ConfigError(f"{error.full_key}: {error.msg.splitlines()[0]}") from None
+    _check_paper_cell_trained(settings)
     trainer, data, task = settings.trainer, settings.data, settings.task
     _check_ranges(settings, _RANGE_RULES)
     _check_method(settings)
@@ -472,6 +532,12 @@ def validate(cfg: DictConfig) -> TrainConfig:
         f"{task.main_metric!r} is not one of task.metrics {task.metrics}",
         "Add it to task.metrics.",
     )
+    _check(
+        not trainer.eval_train or task.problem != Problem.causal_lm,
+        "trainer.eval_train",
+        f"scores the training rows of classification and regression tasks; {task.name} is {task.problem}",
+        "Set trainer.eval_train=false.",
+    )
     if task.problem == Problem.classification:
         _check(
             task.num_labels >= 2,
@@ -492,20 +558,25 @@ def check_precision(precision: Precision, device_type: str) -> None:
     )
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The training config conf/config.yaml composes with ``overrides`` (inside or outside a Hydra app).
+def compose_train(overrides: Sequence[str], field: str = "overrides") -> DictConfig:
+    """The training config composed from conf/ with ``overrides`` (inside or outside a Hydra app); a
+    composition error names ``field``, the setting the overrides came from.
 
     Inside a Hydra app (train.py, eval.py on conf/eval/), the app's Hydra is set aside for this
-    composition and put back afterwards. HydraException for overrides that do not compose.
+    composition and put back afterwards.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
 
+    register_configs()
     outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=overrides)
+            return compose("config", overrides=list(overrides))
+    except HydraException as error:
+        raise ConfigError(f"{field}: {error}") from error
     finally:
         GlobalHydra.instance().clear()
         if outer is not None:
@@ -513,13 +584,8 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def compose_task(task: str) -> DictConfig:
-    """The training config with ``task=<task>``, composed from conf/."""
-    from hydra.errors import HydraException
-
-    try:
-        return compose_config([f"task={task}"])
-    except HydraException as error:
-        raise ConfigError(f"task: {error}") from error
+    """The training config with ``task=<task>`` (see :func:`compose_train`)."""
+    return compose_train([f"task={task}"], "task")
 
 
 def load_run_settings(run_dir: Path, options: EvalConfig) -> TrainConfig:

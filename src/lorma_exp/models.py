@@ -128,14 +128,25 @@ def _load_error(field: str, name_or_path: str, error: Exception) -> ModelLoadErr
 
 
 def load_model_config(model_cfg: ModelConfig):
-    """The backbone's transformers config: a cheap first check that the name can be loaded at all."""
+    """The backbone's transformers config with ``model.config_overrides`` applied: a cheap first check that
+    the name can be loaded at all and that every override names a setting the config has."""
     path = resolve_name_or_path(model_cfg.name_or_path)
     try:
-        return AutoConfig.from_pretrained(
+        config = AutoConfig.from_pretrained(
             path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
         )
     except (OSError, ValueError) as error:
         raise _load_error("model.name_or_path", model_cfg.name_or_path, error) from error
+    overrides = model_cfg.config_overrides or {}
+    for key in overrides:
+        if not hasattr(config, key):
+            dropouts = sorted(name for name in config.to_dict() if "drop" in name)
+            raise ModelLoadError(
+                f"model.config_overrides.{key}: {type(config).__name__} of {model_cfg.name_or_path!r} has no "
+                f"setting {key!r}. Its dropout settings are {dropouts or 'none'}; name one of its own settings."
+            )
+    config.update(overrides)
+    return config
 
 
 def model_skeleton(model_cfg: ModelConfig, problem: Problem, num_labels: int) -> PreTrainedModel:
@@ -183,6 +194,7 @@ def load_backbone(model_cfg: ModelConfig, problem: Problem, num_labels: int) -> 
         "revision": model_cfg.revision,
         "trust_remote_code": model_cfg.trust_remote_code,
         "dtype": DTYPES[model_cfg.dtype],
+        **(model_cfg.config_overrides or {}),  # checked by load_model_config: each names a config setting
     }
     try:
         if problem == Problem.causal_lm:

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lorma_exp.config import ConfigError, Scheduler, TrainConfig, compose_config
+from lorma_exp.config import ConfigError, Scheduler, TrainConfig, compose_train
 from lorma_exp.run_folder import CONFIG_FILE, RunFolder
 
 #: Settings that say how to run, not what: they may differ between a run and its resumption.
@@ -55,7 +55,7 @@ def set_by(overrides: list[str], given: dict[str, Any]) -> set[str]:
     """The settings ``overrides`` set: those they give another value than the default composition, and
     every setting under a key or config group they name (``method=lorma_plus`` sets all of ``method.*``,
     default or not)."""
-    default = _settings(compose_config([]))
+    default = _settings(compose_train([]))
     keys = {key for key, value in given.items() if default.get(key) != value}
     for named in _named_keys(overrides):
         keys.update(key for key in given if key == named or key.startswith(named + "."))

@@ -48,6 +48,8 @@ EVALUATION_RECORD = "metrics.json"
 BEST_SUFFIX = "_best"
 HYPOTHESES_SUFFIX = ".hyp.txt"
 PREDICTION_ROWS_SUFFIX = ".jsonl"
+# The ``split`` of the metrics.jsonl eval events that score the training rows (trainer.eval_train).
+TRAIN_SPLIT = "train"
 
 # A strict-JSON record's non-finite numbers: set to null, their value kept here by dotted path ("nan", "inf").
 NONFINITE_KEY = "nonfinite"

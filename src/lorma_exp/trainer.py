@@ -49,7 +49,7 @@ from lorma_exp.config import (
 )
 from lorma_exp.data.base import IGNORE_INDEX, Batch, TaskData
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
-from lorma_exp.run_folder import RunFolder
+from lorma_exp.run_folder import TRAIN_SPLIT, RunFolder
 from lorma_exp.tracking import RunLogger
 
 log = logging.getLogger(__name__)
@@ -418,10 +418,12 @@ class Trainer:
 
     # ---- evaluation --------------------------------------------------------------------------------
     def evaluate(self) -> EvalRecord:
-        """Score every evaluation split; the first split's main metric picks the best step."""
+        """Score every evaluation split, and the training rows with ``eval_train``; the first evaluation
+        split's main metric picks the best step."""
         metrics: dict[str, float] = {}
         started = time.perf_counter()
-        for index, split in enumerate(self.task.eval_splits):
+        splits = [*self.task.eval_splits, *([TRAIN_SPLIT] if self.settings.eval_train else [])]
+        for index, split in enumerate(splits):
             with self._autocast():
                 scores = self.task.evaluator(
                     self.model,

@@ -142,3 +142,59 @@ def test_the_slurm_launcher_runs_one_ddp_task_per_gpu():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 1)
+
+
+def test_a_paper_experiment_names_its_cell_from_the_settings_and_the_method(compose_settings) -> None:
+    settings = compose_settings("experiment=table6", "model=roberta_large", "task=rte", "method=lorma_none")
+    cell = settings.paper_cell
+    assert (cell.table, cell.model, cell.task, cell.method) == (
+        "table6",
+        "roberta_large",
+        "rte",
+        "lorma_none",
+    )
+    assert settings.method.alpha == 4.0  # Table 6 trains without inflation at LoRMA₊'s α of Table 14
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ("experiment=table2", "task=cola"),
+            r"^settings: the paper has no settings for model=minilm task=cola",
+        ),
+        (("settings=roberta_base_cola",), r"^experiment: settings=roberta_base_cola holds a paper cell"),
+        (
+            ("experiment=table2", "settings=roberta_base_cola"),
+            r"^paper_cell: settings=roberta_base_cola .* but the run trains model=minilm",
+        ),
+        (
+            ("experiment=table2", "model=roberta_base", "task=cola", "debug=smoke"),
+            r"^debug: a SMOKE stand-in trains an embedded model, but model=roberta_base",
+        ),
+        (
+            ("experiment=table3", "model=gpt2_medium", "task=e2e", "method=full_ft"),
+            r"^(alpha|trainer.lr): this setting is given for the methods lora, lorma_plus, lorma_pi, not for 'full_ft'",
+        ),
+    ],
+)
+def test_a_paper_cell_that_cannot_be_the_papers_fails_naming_the_field(compose_train, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_train(*overrides))
+
+
+def test_a_smoke_stand_in_keeps_the_cells_settings_r_and_alpha(compose_settings) -> None:
+    smoke = compose_settings(
+        "experiment=table2", "settings=roberta_base_cola", "method=lorma_plus", "debug=smoke"
+    )
+    full = compose_settings("experiment=table2", "model=roberta_base", "task=cola", "method=lorma_plus")
+    assert (smoke.model.name, smoke.task.name, smoke.smoke) == ("minilm", "reviews", True)
+    assert smoke.paper_cell == full.paper_cell
+    assert (smoke.method.r, smoke.method.alpha, smoke.trainer.lr) == (full.method.r, full.method.alpha, 4e-4)
+    assert (smoke.trainer.max_steps, smoke.data.max_length) == (2, 32)
+
+
+def test_figure7s_runs_save_the_adapter_every_epoch_and_table2s_do_not(compose_settings) -> None:
+    cell = ("model=roberta_large", "task=cola", "method=lorma_pi")
+    assert compose_settings("experiment=figure7", *cell).trainer.snapshot_every_epoch
+    assert not compose_settings("experiment=table2", *cell).trainer.snapshot_every_epoch

@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from lorma_exp.config import GenerationBackend, Mode, Precision, Scheduler, load_run_settings
+from lorma_exp.paper import REPRODUCTIONS
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -18,18 +19,18 @@ TABLE17_ADAPTERS = {
     "llama3_8b": (8, {"up", "down", "o", "gate"}),
 }
 TABLE4_METHODS = {"lorma_plus": "lorma", "lora": "lora", "peft_dora": "peft_dora"}
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment" / "table4").glob("*.yaml"))
+TABLE4 = REPRODUCTIONS["table4"].grid
 
 
-def test_there_is_one_table4_experiment_per_model_and_method() -> None:
-    expected = {f"{model}_metamathqa_{method}" for model in TABLE17_ADAPTERS for method in TABLE4_METHODS}
-    assert set(EXPERIMENTS) == expected
+def test_table4_runs_every_model_with_every_method() -> None:
+    assert (set(TABLE4.models), TABLE4.tasks) == (set(TABLE17_ADAPTERS), ("metamathqa",))
+    assert set(TABLE4.methods) == set(TABLE4_METHODS)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_table4_experiments_carry_table17(compose_settings, experiment) -> None:
-    settings = compose_settings(f"experiment=table4/{experiment}")
-    model, _, method = experiment.partition("_metamathqa_")
+@pytest.mark.parametrize("model", sorted(TABLE17_ADAPTERS))
+@pytest.mark.parametrize("method", sorted(TABLE4_METHODS))
+def test_table4_experiments_carry_table17(compose_settings, model, method) -> None:
+    settings = compose_settings("experiment=table4", f"model={model}", "task=metamathqa", f"method={method}")
     rank, targets = TABLE17_ADAPTERS[model]
     assert settings.model.name == model and settings.model.dtype == "bfloat16"
     assert (settings.method.name, settings.method.kind) == (method, TABLE4_METHODS[method])
@@ -86,7 +87,8 @@ def test_eval_can_switch_task_and_decoding_backend_of_a_finished_run(compose_tra
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     OmegaConf.save(
-        compose_train("experiment=table4/llama3_8b_metamathqa_lorma_plus"), run_dir / "config.yaml"
+        compose_train("experiment=table4", "model=llama3_8b", "task=metamathqa", "method=lorma_plus"),
+        run_dir / "config.yaml",
     )
     with initialize_config_dir(config_dir=str(CONF_DIR / "eval"), version_base="1.3"):
         options = compose(

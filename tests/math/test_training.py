@@ -41,13 +41,15 @@ def _accumulation(trainer_settings, world_size: int) -> int:
 def test_a_global_batch_of_64_accumulates_according_to_the_world_size(
     compose_settings, world_size, accumulation
 ):
-    settings = compose_settings("experiment=table4/llama3_8b_metamathqa_lorma_plus")
+    settings = compose_settings(
+        "experiment=table4", "model=llama3_8b", "task=metamathqa", "method=lorma_plus"
+    )
     assert _accumulation(settings.trainer, world_size) == accumulation
 
 
 @pytest.mark.parametrize("world_size", [3, 32])
 def test_a_global_batch_that_the_devices_cannot_split_evenly_is_refused(compose_settings, world_size):
-    settings = compose_settings("experiment=table4/gemma_2b_metamathqa_lora")
+    settings = compose_settings("experiment=table4", "model=gemma_2b", "task=metamathqa", "method=lora")
     with pytest.raises(ValueError, match=r"trainer.global_batch_size=64 is not a multiple of"):
         _accumulation(settings.trainer, world_size)
 

@@ -9,15 +9,13 @@ and lr, which the paper does not list, are the LoRA paper's GPT-2 recipe (α 32,
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from transformers import GPT2LMHeadModel
 
 from lorma_exp.config import DropoutOn, EvalStrategy, Problem, Scheduler
 from lorma_exp.methods import method_for
+from lorma_exp.paper import REPRODUCTIONS
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 TASKS = {"e2e": 0.9, "webnlg": 0.8, "dart": 0.8}  # task -> Table 16 length penalty
 REGULARISATION = {"e2e": (0.01, 0.1, 0.1), "webnlg": (0.01, 0.1, 0.1), "dart": (0.0, 0.0, 0.0)}
 """Weight decay, adapter dropout, label smoothing."""
@@ -40,17 +38,20 @@ def test_each_dataset_task_decodes_with_table_16s_beam_search(compose_settings, 
     assert settings.task.main_metric == "BLEU"
 
 
-def test_the_experiment_folders_hold_exactly_the_papers_cells():
+def test_the_reproductions_run_exactly_the_papers_cells():
     for table, cells in CELLS.items():
-        files = {path.stem for path in (CONF_DIR / "experiment" / table).glob("*.yaml")}
-        assert files == {f"gpt2_medium_{task}_{method}" for task, method in cells}
+        grid = REPRODUCTIONS[table].grid
+        assert grid.models == ("gpt2_medium",)
+        assert {(task, method) for task in grid.tasks for method in grid.methods} == cells
 
 
 @pytest.mark.parametrize(
     ("table", "task", "method"), sorted((table, *cell) for table, cells in CELLS.items() for cell in cells)
 )
 def test_each_experiment_carries_table_16s_settings(compose_settings, table, task, method):
-    settings = compose_settings(f"experiment={table}/gpt2_medium_{task}_{method}")
+    settings = compose_settings(
+        f"experiment={table}", "model=gpt2_medium", f"task={task}", f"method={method}"
+    )
     alpha, lr = METHODS[method]
     trainer, method_cfg = settings.trainer, settings.method
     assert (settings.task.name, settings.model.name, method_cfg.name) == (task, "gpt2_medium", method)
@@ -76,7 +77,9 @@ def test_each_experiment_carries_table_16s_settings(compose_settings, table, tas
     ("table", "task", "method"), sorted((table, *cell) for table, cells in CELLS.items() for cell in cells)
 )
 def test_each_experiments_method_applies_to_a_gpt2(compose_settings, tiny_gpt2_dir, table, task, method):
-    settings = compose_settings(f"experiment={table}/gpt2_medium_{task}_{method}")
+    settings = compose_settings(
+        f"experiment={table}", "model=gpt2_medium", f"task={task}", f"method={method}"
+    )
     implementation = method_for(settings.method.kind)
     model = implementation.apply(GPT2LMHeadModel.from_pretrained(tiny_gpt2_dir), settings.method)
     assert implementation.parameter_counts(model)["adapter"] > 0

@@ -1,5 +1,7 @@
-"""The maths under the layers: the π operator, the low-rank branch with its hand-written backward, and the
-flop count that picks how LoRMA_π is computed.
+"""The maths under the layers: the low-rank branch with its hand-written backward (LoRA, LoRMA₊, LoRMA
+without inflation); and LoRMA_π: the π operator, its multiplier `P = s·π(B·A)` built dense in the compute
+dtype or applied by FFT in O(r·n·log n) per vector (docs/lorma_pi.md), and the cost model that picks how a
+layer computes it.
 
 Notation as in docs/adapters.md: a frozen weight `W` (d_out × d_in), input rows `x` (tokens × d_in),
 factors `A` (r × ·) and `B` (· × r), scaling `s`.
@@ -7,7 +9,9 @@ factors `A` (r × ·) and `B` (· × r), scaling `s`.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
@@ -15,41 +19,6 @@ import torch
 #: `"none"` (LoRA: A_eff = A, B_eff = B), `"into_A"` (LoRMA pre: A_eff = A·W),
 #: `"into_B"` (LoRMA post: B_eff = W·B).
 Fold = Literal["none", "into_A", "into_B"]
-
-
-def cyclic_row_shift(matrix: torch.Tensor, direction: int = 1) -> torch.Tensor:
-    """Rotate row `i` of a square matrix cyclically by `i` places: right for `direction=1` (the paper's π,
-    `π(M)[i, j] = M[i, (j − i) mod n]`), left for `direction=-1` (its inverse).
-
-    Row `i` of the result is a length-n window of row `i` of `[M, M]`, starting at column `n − i` (right)
-    or `i` (left); one strided view of the doubled matrix reads all the windows at once, so the cost is
-    O(n²) with no index tensor.
-    """
-    n = matrix.shape[0]
-    if matrix.dim() != 2 or matrix.shape[1] != n:
-        raise ValueError(f"cyclic_row_shift needs a square matrix, got shape {tuple(matrix.shape)}")
-    if direction not in (1, -1):
-        raise ValueError(f"direction={direction!r} must be 1 (π) or -1 (its inverse)")
-    doubled = torch.cat([matrix, matrix], dim=1)
-    row_stride, first = (2 * n - 1, n) if direction == 1 else (2 * n + 1, 0)
-    return doubled.as_strided((n, n), (row_stride, 1), doubled.storage_offset() + first).clone()
-
-
-class _CyclicRowShift(torch.autograd.Function):
-    """π with its exact backward: the gradient of a permutation is the inverse permutation."""
-
-    @staticmethod
-    def forward(ctx, matrix: torch.Tensor) -> torch.Tensor:
-        return cyclic_row_shift(matrix, 1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return cyclic_row_shift(grad, -1)
-
-
-def pi(matrix: torch.Tensor) -> torch.Tensor:
-    """The permutation-based rank inflation π of LoRMA_π (differentiable)."""
-    return _CyclicRowShift.apply(matrix)
 
 
 def _effective_factors(
@@ -225,17 +194,383 @@ def adapted_linear(
     return _AdaptedLinear.apply(x, weight, bias, factor_a, factor_b, scale, fold)
 
 
-def shift_prefers_weight_path(tokens: int, shapes: list[tuple[int, int]], training: bool) -> bool:
-    """Whether building `P·W` (or `W·P`) beats applying the n×n multipliers `P` to activations.
+# --- LoRMA_π: P = s·π(B·A) -------------------------------------------------------------------------------
+#
+# docs/lorma_pi.md derives everything below. In short: row i of π(B·A) is row i of B·[A, A] read from
+# column n − i, and π(b_t a_tᵀ) = diag(b_t)·C(a_t) with C(a)[i, j] = a[(j − i) mod n], so
+# `P·h = s·Σ_t b_t ⊙ (a_t ⋆ h)` (⋆: cyclic cross-correlation) and `Pᵀ·g = s·Σ_t a_t ∗ (b_t ⊙ g)` (∗: cyclic
+# convolution): r element-wise products with FFT correlations, O(r·n·log n) per vector instead of O(n²).
+
+#: How `shift_linear` computes LoRMA_π: a dense `P` applied to the activations, or built into the weight
+#: (`W' = P·W` pre, `W·P` post) for one linear; or the same two with `P` applied by FFT ("structured").
+ShiftComputation = Literal["activations", "weight", "structured_activations", "structured_weight"]
+SHIFT_COMPUTATIONS: tuple[ShiftComputation, ...] = get_args(ShiftComputation)
+Mode = Literal["pre", "post"]
+
+
+def _doubled_row_windows(matrix: torch.Tensor, direction: int) -> torch.Tensor:
+    """An n × n view whose row `i` is row `i` of `[M, M]` from column `n − i` (`direction=1`) or `i` (`-1`).
+
+    `[M, M]` is written row by row into a flat buffer of length `start + n·step`; a row of the view then
+    starts `step = 2n − direction` elements after the previous one, so a slice and two views read every
+    window (no `as_strided`, nothing `torch.compile` cannot trace). The buffer's last `n` elements
+    (direction −1 only) pad the final view row and are never read.
+    """
+    n = matrix.shape[0]
+    step = 2 * n - direction
+    start = n if direction == 1 else 0
+    buffer = matrix.new_empty(start + n * step)
+    doubled = buffer[: 2 * n * n].view(n, 2 * n)
+    doubled[:, :n] = matrix
+    doubled[:, n:] = matrix
+    return buffer[start:].view(n, step)[:, :n]
+
+
+def cyclic_row_shift(matrix: torch.Tensor, direction: int = 1) -> torch.Tensor:
+    """Rotate row `i` of a square matrix cyclically by `i` places: right for `direction=1` (the paper's π,
+    `π(M)[i, j] = M[i, (j − i) mod n]`), left for `direction=-1` (its inverse). Returns a new contiguous
+    matrix; O(n²), no index tensor, and it compiles with `torch.compile(fullgraph=True)`."""
+    n = matrix.shape[0]
+    if matrix.dim() != 2 or matrix.shape[1] != n:
+        raise ValueError(f"cyclic_row_shift needs a square matrix, got shape {tuple(matrix.shape)}")
+    if direction not in (1, -1):
+        raise ValueError(f"direction={direction!r} must be 1 (π) or -1 (its inverse)")
+    return _doubled_row_windows(matrix, direction).contiguous()
+
+
+class _CyclicRowShift(torch.autograd.Function):
+    """π with its exact backward: the gradient of a permutation is the inverse permutation."""
+
+    @staticmethod
+    def forward(ctx, matrix: torch.Tensor) -> torch.Tensor:
+        return cyclic_row_shift(matrix, 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return cyclic_row_shift(grad, -1)
+
+
+def pi(matrix: torch.Tensor) -> torch.Tensor:
+    """The permutation-based rank inflation π of LoRMA_π (differentiable)."""
+    return _CyclicRowShift.apply(matrix)
+
+
+class _ShiftMultiplier(torch.autograd.Function):
+    """`P = s·π(B·A)` as one product: row `i` of `(s·B)·[A, A]` (n × 2n, computed in the requested dtype)
+    from column `n − i` is row `i` of P, so P is one n × r × 2n product and one n × n copy: no n × n
+    concatenation, cast or scaling pass.
+
+    Backward, with `dM = π⁻¹(dP)` (again a view): `dB = s·dM·Aᵀ`, `dA = s·Bᵀ·dM`.
+    """
+
+    @staticmethod
+    def forward(ctx, factor_a, factor_b, scale: float, dtype: torch.dtype):
+        n = factor_a.shape[1]
+        with torch.autocast(factor_a.device.type, enabled=False):
+            a = factor_a.to(dtype)
+            product = (factor_b.to(dtype) * scale) @ torch.cat([a, a], dim=1)
+        ctx.save_for_backward(factor_a, factor_b)
+        ctx.scale = scale
+        # The window view has row stride 2n − 1 (odd, unaligned), which slows the large products that
+        # consume P (measured 1.8× on a CPU GEMM); one contiguous copy costs less.
+        return product.view(-1)[n : n + n * (2 * n - 1)].view(n, 2 * n - 1)[:, :n].contiguous()
+
+    @staticmethod
+    def backward(ctx, grad_p: torch.Tensor):
+        factor_a, factor_b = ctx.saved_tensors
+        needs_a, needs_b = ctx.needs_input_grad[:2]
+        grad_a = grad_b = None
+        with torch.autocast(grad_p.device.type, enabled=False):
+            grad_m = _doubled_row_windows(grad_p, -1)
+            if needs_a:
+                grad_a = (factor_b.to(grad_p.dtype).T @ grad_m).mul_(ctx.scale).to(factor_a.dtype)
+            if needs_b:
+                grad_b = (grad_m @ factor_a.to(grad_p.dtype).T).mul_(ctx.scale).to(factor_b.dtype)
+        return grad_a, grad_b, None, None
+
+
+def shift_multiplier(
+    factor_a: torch.Tensor, factor_b: torch.Tensor, scale: float, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """`P = s·π(B·A)` (n × n, contiguous) in `dtype` (default: the factors'), differentiable in `A` (r × n)
+    and `B` (n × r); see `_ShiftMultiplier` for how it is built."""
+    if factor_a.dim() != 2 or factor_b.shape != factor_a.shape[::-1]:
+        raise ValueError(
+            f"shift_multiplier needs A (r × n) and B (n × r), got {tuple(factor_a.shape)} and "
+            f"{tuple(factor_b.shape)}"
+        )
+    return _ShiftMultiplier.apply(factor_a, factor_b, scale, dtype or factor_a.dtype)
+
+
+def _fft_dtype(dtype: torch.dtype) -> torch.dtype:
+    """FFTs run in float32, or float64 for float64 inputs (half precision FFTs are neither general nor exact)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _apply_p(v: torch.Tensor, spectra_a: torch.Tensor, factor_b: torch.Tensor, n: int) -> torch.Tensor:
+    """`v·Pᵀ / s` row by row: `Σ_t b_t ⊙ (a_t ⋆ v)`, one correlation per rank at a time (k × n memory)."""
+    spectrum_v = torch.fft.rfft(v, dim=-1)
+    out = torch.zeros_like(v)
+    for t in range(factor_b.shape[1]):
+        out.addcmul_(factor_b[:, t], torch.fft.irfft(spectra_a[t].conj() * spectrum_v, n=n, dim=-1))
+    return out
+
+
+def _apply_p_transposed(
+    u: torch.Tensor, spectra_a: torch.Tensor, factor_b: torch.Tensor, n: int
+) -> torch.Tensor:
+    """`u·P / s` row by row: `Σ_t a_t ∗ (b_t ⊙ u)`, summed in the frequency domain: r forward FFTs, one inverse."""
+    total = None
+    for t in range(factor_b.shape[1]):
+        term = spectra_a[t] * torch.fft.rfft(u * factor_b[:, t], dim=-1)
+        total = term if total is None else total.add_(term)
+    return torch.fft.irfft(total, n=n, dim=-1)
+
+
+def _bilinear_grads(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    factor_b: torch.Tensor,
+    spectra_a: torch.Tensor,
+    needs: tuple[bool, bool, bool, bool],
+) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of `L = Σ_{k,t,i} B[i,t]·u[k,i]·(a_t ⋆ v_k)[i] = Σ_k u_k·(P v_k) / s` with respect to
+    `(u, v, A, B)` (those `needs` asks for), unscaled:
+    `∂u = Σ_t b_t ⊙ (a_t ⋆ v)`, `∂v = Σ_t a_t ∗ (b_t ⊙ u)`, `∂B[:, t] = Σ_k u_k ⊙ (a_t ⋆ v_k)`,
+    `∂a_t = Σ_k (b_t ⊙ u_k) ⋆ v_k` (a sum over rows in the frequency domain, then one inverse FFT)."""
+    needs_u, needs_v, needs_a, needs_b = needs
+    n = v.shape[-1]
+    spectrum_v = torch.fft.rfft(v, dim=-1)
+    grad_u = torch.zeros_like(u) if needs_u else None
+    grad_b = torch.empty_like(factor_b) if needs_b else None
+    spectra_grad_a = torch.empty_like(spectra_a) if needs_a else None
+    spectrum_grad_v = None
+    for t in range(factor_b.shape[1]):
+        if needs_u or needs_b:
+            correlation = torch.fft.irfft(spectra_a[t].conj() * spectrum_v, n=n, dim=-1)
+            if needs_u:
+                grad_u.addcmul_(factor_b[:, t], correlation)
+            if needs_b:
+                grad_b[:, t] = (u * correlation).sum(0)
+        if needs_v or needs_a:
+            spectrum_weighted_u = torch.fft.rfft(u * factor_b[:, t], dim=-1)
+            if needs_a:
+                spectra_grad_a[t] = (spectrum_weighted_u.conj() * spectrum_v).sum(0)
+            if needs_v:
+                term = spectra_a[t] * spectrum_weighted_u
+                spectrum_grad_v = term if spectrum_grad_v is None else spectrum_grad_v.add_(term)
+    grad_v = torch.fft.irfft(spectrum_grad_v, n=n, dim=-1) if needs_v else None
+    grad_a = torch.fft.irfft(spectra_grad_a, n=n, dim=-1) if needs_a else None
+    return grad_u, grad_v, grad_a, grad_b
+
+
+class _StructuredShift(torch.autograd.Function):
+    """`rows·Pᵀ` (each row `h` becomes `P·h`) or, with `transposed`, `rows·P`, by FFT in float32 (float64
+    for float64 rows); the result in the rows' dtype. Keeps only `rows` (and the factors) for backward.
+
+    Both directions are gradients of one bilinear form (`_bilinear_grads`): for `Y = H·Pᵀ` with output
+    gradient `G` it is `L(u=G, v=H)`, for `Y = G·P` it is `L(u=G, v=dY)`.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, factor_a, factor_b, scale: float, transposed: bool):
+        work = _fft_dtype(rows.dtype)
+        n = rows.shape[-1]
+        with torch.autocast(rows.device.type, enabled=False):
+            b = factor_b.to(work)
+            spectra_a = torch.fft.rfft(factor_a.to(work), dim=-1)
+            apply = _apply_p_transposed if transposed else _apply_p
+            out = apply(rows.to(work), spectra_a, b, n).mul_(scale).to(rows.dtype)
+        ctx.save_for_backward(rows, factor_a, factor_b)
+        ctx.scale, ctx.transposed = scale, transposed
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        rows, factor_a, factor_b = ctx.saved_tensors
+        needs_rows, needs_a, needs_b = ctx.needs_input_grad[:3]
+        work = _fft_dtype(rows.dtype)
+        with torch.autocast(rows.device.type, enabled=False):
+            a, b = factor_a.to(work), factor_b.to(work)
+            spectra_a = torch.fft.rfft(a, dim=-1)
+            grad, x = grad_out.to(work), rows.to(work)
+            if ctx.transposed:
+                grad_rows, _, grad_a, grad_b = _bilinear_grads(
+                    x, grad, b, spectra_a, (needs_rows, False, needs_a, needs_b)
+                )
+            else:
+                _, grad_rows, grad_a, grad_b = _bilinear_grads(
+                    grad, x, b, spectra_a, (False, needs_rows, needs_a, needs_b)
+                )
+        scale = ctx.scale
+        grad_rows = None if grad_rows is None else grad_rows.mul_(scale).to(rows.dtype)
+        grad_a = None if grad_a is None else grad_a.mul_(scale).to(factor_a.dtype)
+        grad_b = None if grad_b is None else grad_b.mul_(scale).to(factor_b.dtype)
+        return grad_rows, grad_a, grad_b, None, None
+
+
+def structured_shift(
+    rows: torch.Tensor, factor_a: torch.Tensor, factor_b: torch.Tensor, scale: float, transposed: bool = False
+) -> torch.Tensor:
+    """`rows·Pᵀ` (`transposed=False`: every row `h` → `P·h`) or `rows·P` (every row `g` → `Pᵀ·g`) with
+    `P = s·π(B·A)`, for 2-D `rows` (k × n), by FFT: O(r·k·n·log n) and k × n memory, never n × n."""
+    if rows.dim() != 2 or rows.shape[1] != factor_a.shape[1]:
+        raise ValueError(
+            f"structured_shift needs rows (k × n) with n = {factor_a.shape[1]} (A's columns), got "
+            f"{tuple(rows.shape)}"
+        )
+    return _StructuredShift.apply(rows, factor_a, factor_b, scale, transposed)
+
+
+def shift_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    factor_a: torch.Tensor,
+    factor_b: torch.Tensor,
+    scale: float,
+    mode: Mode,
+    computation: ShiftComputation,
+) -> torch.Tensor:
+    """A LoRMA_π layer (or one output slice of it): `x·(P·W)ᵀ + b` (pre, P of size d_out) or `x·(W·P)ᵀ + b`
+    (post, P of size d_in), `P = s·π(B·A)`, for `x` (..., d_in) in `x.dtype`, computed as `computation`
+    says (see `ShiftComputation`; `choose_shift_computation` picks the cheapest).
+
+    `weight` (d_out × d_in, frozen) and `bias` are cast to `x.dtype` once, as autocast casts them for
+    `F.linear`; a dense `P` is built in `x.dtype` (`shift_multiplier`), the structured form runs its FFTs
+    in float32 (`structured_shift`).
+    """
+    if weight.requires_grad:
+        raise ValueError("shift_linear: the base weight must be frozen (requires_grad=False)")
+    if computation not in SHIFT_COMPUTATIONS:
+        raise ValueError(f"computation={computation!r} must be one of {SHIFT_COMPUTATIONS}")
+    if mode not in ("pre", "post"):
+        raise ValueError(f"mode={mode!r} must be 'pre' or 'post'")
+    d_out, d_in = weight.shape
+    rows = x.reshape(-1, d_in)
+    with torch.autocast(x.device.type, enabled=False):
+        weight_c = weight.to(x.dtype)
+        bias_c = None if bias is None else bias.to(x.dtype)
+        out = _shift_rows(rows, weight_c, bias_c, factor_a, factor_b, scale, mode == "pre", computation)
+    return out.view(*x.shape[:-1], d_out)
+
+
+def _shift_rows(
+    rows: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    factor_a: torch.Tensor,
+    factor_b: torch.Tensor,
+    scale: float,
+    pre: bool,
+    computation: ShiftComputation,
+) -> torch.Tensor:
+    """`shift_linear` on 2-D rows, everything already in the rows' dtype."""
+    linear = torch.nn.functional.linear
+    if computation in ("activations", "weight"):
+        multiplier = shift_multiplier(factor_a, factor_b, scale, rows.dtype)
+        if computation == "weight":
+            return linear(rows, multiplier @ weight if pre else weight @ multiplier, bias)
+        if pre:
+            return linear(linear(rows, weight), multiplier, bias)
+        return linear(linear(rows, multiplier), weight, bias)
+    if computation == "structured_activations":
+        if pre:
+            out = structured_shift(linear(rows, weight), factor_a, factor_b, scale)
+            return out if bias is None else out + bias
+        return linear(structured_shift(rows, factor_a, factor_b, scale), weight, bias)
+    # structured_weight: W'ᵀ = Wᵀ·Pᵀ (pre) has the columns of W as its rows to transform; W' = W·P (post)
+    # has W's own rows.
+    if pre:
+        out = rows @ structured_shift(weight.T.contiguous(), factor_a, factor_b, scale)
+        return out if bias is None else out + bias
+    return linear(rows, structured_shift(weight, factor_a, factor_b, scale, transposed=True), bias)
+
+
+# --- choosing a computation ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShiftCosts:
+    """What the operations of the LoRMA_π computations cost on one kind of device and compute dtype, in
+    multiply-adds of a large dense matrix product in that dtype (so a product costs its multiply-add count).
+
+    `memory_pass`: one element written and read once more (copies, element-wise ops, low-rank products
+    whose time is memory). `fft`: one element of one length-n real FFT, per log2(n), with the element-wise
+    work of the structured form around it (complex products, weighting, accumulation).
+    """
+
+    memory_pass: float
+    fft: float
+
+
+#: CPU: measured with `python -m lorma_exp.bench.calibrate --threads 1` (sizes 512 and 1024, rounded) on
+#: one thread of a Xeon with AMX, where bfloat16 products run about 6× faster than float32 ones, so memory
+#: and FFTs weigh more against them. CUDA: derived from the H200 anchors of performance.md (a bfloat16
+#: product at ~250 T multiply-adds/s, copies at 4.1 TB/s, a plain FFT form 7× slower than dense `P` on
+#: activations); run the calibration on a GPU to replace it. Other dtypes use their device's bfloat16 entry.
+SHIFT_COSTS: dict[tuple[str, torch.dtype], ShiftCosts] = {
+    ("cpu", torch.bfloat16): ShiftCosts(memory_pass=60.0, fft=150.0),
+    ("cpu", torch.float32): ShiftCosts(memory_pass=25.0, fft=25.0),
+    ("cpu", torch.float64): ShiftCosts(memory_pass=20.0, fft=20.0),
+    ("cuda", torch.bfloat16): ShiftCosts(memory_pass=250.0, fft=400.0),
+}
+
+
+def shift_costs(device_type: str, dtype: torch.dtype) -> ShiftCosts:
+    """The `SHIFT_COSTS` entry for a device type and compute dtype: the device's bfloat16 entry for a dtype
+    it does not list, CUDA's for a device type other than CPU (an accelerator: fast products, slow FFTs)."""
+    device_type = "cpu" if device_type == "cpu" else "cuda"
+    return SHIFT_COSTS.get((device_type, dtype), SHIFT_COSTS[(device_type, torch.bfloat16)])
+
+
+def _dense_multiply_adds(tokens: int, n: int, m: int, training: bool) -> dict[str, int]:
+    """Multiply-adds beyond the frozen layer of the two dense computations, one multiplier (n, m):
+    activations: `h·Pᵀ` forward, `G·P` and `Gᵀ·h` backward (T·n² each);
+    weight: `P·W` forward (n²·m), then `dW' = Gᵀ·x` (T·n·m) and `dP = dW'·Wᵀ` (n²·m)."""
+    if not training:
+        return {"activations": tokens * n * n, "weight": n * n * m}
+    return {"activations": 3 * tokens * n * n, "weight": 2 * n * n * m + tokens * n * m}
+
+
+def shift_computation_costs(
+    tokens: int, shapes: list[tuple[int, int]], r: int, training: bool, costs: ShiftCosts
+) -> dict[ShiftComputation, float]:
+    """Estimated cost of each computation for one layer call, beyond the frozen layer, in multiply-adds.
 
     `shapes` holds `(n, m)` per multiplier: `n` its size, `m` the other side of the weight slice it
-    multiplies. Extra flops beyond the frozen layer, forward (+ backward when training):
-    - activations: `x·P^T` forward, `G·P` and `G^T·h` backward: `tokens·n²` each;
-    - weight: `P·W` forward (`n²·m`), then `dW' = G^T x` (`tokens·n·m`) and `dP = dW'·W^T` (`n²·m`).
-    """
-    passes = 3 if training else 1
-    on_activations = passes * tokens * sum(n * n for n, _ in shapes)
-    build_weight = sum(n * n * m for n, m in shapes) * (2 if training else 1)
-    if training:
-        build_weight += tokens * sum(n * m for n, m in shapes)
-    return build_weight < on_activations
+    multiplies. Dense: the products of `_dense_multiply_adds`, building `P` (`2·r·n²` multiply-adds and
+    2n² written, doubled by backward) and the large tensors each writes (docs/lorma_pi.md, "Cost model").
+    Structured: `(3r+3)` FFTs of the rows for training, `r+1` for inference (activations: T rows;
+    weight: m rows, plus `dW' = Gᵀ·x`)."""
+    passes = 2 if training else 1
+    total: dict[ShiftComputation, float] = dict.fromkeys(SHIFT_COMPUTATIONS, 0.0)
+    for n, m in shapes:
+        dense = _dense_multiply_adds(tokens, n, m, training)
+        build = passes * (2 * r * n * n + costs.memory_pass * 2 * n * n)
+        total["activations"] += dense["activations"] + build + costs.memory_pass * passes * tokens * n
+        total["weight"] += dense["weight"] + build + costs.memory_pass * passes * n * m
+        transforms = 3 * r + 3 if training else r + 1
+        per_row = transforms * n * (costs.fft * math.log2(max(n, 2)))
+        total["structured_activations"] += tokens * per_row
+        total["structured_weight"] += m * per_row + (tokens * n * m if training else 0)
+    return total
+
+
+def choose_shift_computation(
+    tokens: int, shapes: list[tuple[int, int]], r: int, training: bool, costs: ShiftCosts
+) -> ShiftComputation:
+    """The computation `shift_computation_costs` finds cheapest (ties: the order of `SHIFT_COMPUTATIONS`)."""
+    estimates = shift_computation_costs(tokens, shapes, r, training, costs)
+    return min(SHIFT_COMPUTATIONS, key=estimates.__getitem__)
+
+
+def shift_prefers_weight_path(tokens: int, shapes: list[tuple[int, int]], training: bool) -> bool:
+    """Whether building `P·W` (or `W·P`) beats applying the n×n multipliers `P` to activations, by the
+    dense multiply-adds alone (`_dense_multiply_adds`); `choose_shift_computation` also weighs memory
+    traffic and the structured forms."""
+    totals = {"activations": 0, "weight": 0}
+    for n, m in shapes:
+        for name, count in _dense_multiply_adds(tokens, n, m, training).items():
+            totals[name] += count
+    return totals["weight"] < totals["activations"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lorma_exp.analysis.render import METHOD_COLOURS, SMOKE_TITLE, agg_figure
 from lorma_exp.analysis.tables import ComparisonTable
-from lorma_exp.paper import GLUE_LABEL, METHOD_LABEL
+from lorma_exp.paper import FIGURE5_ALPHA_RULE, GLUE_LABEL, METHOD_LABEL
 
 
 def plot_metric_vs_rank(table: ComparisonTable, path: Path) -> Path:
@@ -38,8 +38,7 @@ def plot_metric_vs_rank(table: ComparisonTable, path: Path) -> Path:
         axes.set_title(GLUE_LABEL.get(task, task))
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=7)
-    if table.smoke:
-        figure.suptitle(SMOKE_TITLE, fontsize=9)
+    figure.suptitle(f"{SMOKE_TITLE}\n{FIGURE5_ALPHA_RULE}" if table.smoke else FIGURE5_ALPHA_RULE, fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

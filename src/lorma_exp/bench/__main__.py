@@ -13,9 +13,8 @@ import torch
 
 from . import PRESETS, SCOPES, benchmark
 from .measure import CPU_CLOCKS
+from .presets import PRECISIONS
 from .report import markdown, update_readme, write_results
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -31,7 +30,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--scope", choices=[*SCOPES, "all"], default="all", help="what to measure (default all)"
     )
     parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), help="weights and activations (default: the preset's)"
+        "--precision",
+        choices=sorted(PRECISIONS),
+        help="as trainer.precision: bf16/fp16 weights under autocast, or fp32 (default: the preset's, bf16); "
+        "models whose table trains otherwise (GPT-2: fp32) keep theirs",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also measure the main variants compiled (torch.compile(model, fullgraph=True))",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="results folder")
     parser.add_argument("--repeats", type=int, help="timed rounds per group (default: the preset's)")
@@ -60,6 +67,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def _report_progress(group: list[dict[str, Any]]) -> None:
     first = group[0]
     where = first["shape"]["name"] + (f", {first['targets']}" if first["targets"] else "")
+    where += f", dropout {first['dropout']:g}" if first["dropout"] else ""
     print(f"[bench] {first['scope']} {where}: {len(group)} variants done", file=sys.stderr, flush=True)
 
 
@@ -71,9 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     scopes = SCOPES if args.scope == "all" else (args.scope,)
     command = shlex.join(["python", "-m", "lorma_exp.bench", *argv])
     preset = PRESETS[args.preset]
-    if args.dtype is not None:
-        preset = dataclasses.replace(preset, dtype=DTYPES[args.dtype])
-    document = benchmark(preset, scopes, args.repeats, args.clock, command=command, progress=_report_progress)
+    if args.precision is not None:
+        preset = dataclasses.replace(preset, precision=PRECISIONS[args.precision])
+    document = benchmark(
+        preset,
+        scopes,
+        args.repeats,
+        args.clock,
+        command=command,
+        progress=_report_progress,
+        compile_variants=args.compile,
+    )
     json_path, md_path = write_results(document, args.out)
     if args.readme is not None:
         update_readme(args.readme, document, md_path)

@@ -12,8 +12,9 @@ no variant by the accident of running after another.
 Memory: on a GPU, what the variant would hold alone at its peak: the allocator's peak during the step
 above what was allocated before it, plus the variant's own weights, buffers and optimiser state (all
 variants live in one process and share the frozen weights). On a CPU there is no allocator to ask, so the
-measure is the bytes autograd keeps for backward (distinct storages of saved tensors, parameters excluded,
-via `torch.autograd.graph.saved_tensors_hooks`): the activation memory that differs between adapters.
+measure is what differs between adapters: the bytes autograd keeps for backward (distinct storages of
+saved tensors, parameters excluded, via `torch.autograd.graph.saved_tensors_hooks`), plus the trainable
+parameters with their gradients and optimiser state (`adapter_state_bytes`).
 """
 
 from __future__ import annotations
@@ -155,6 +156,22 @@ def resident_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = N
             tensors.extend(value for value in state.values() if isinstance(value, torch.Tensor))
     storages = {_storage_key(tensor): tensor.untyped_storage().nbytes() for tensor in tensors}
     return sum(storages.values())
+
+
+def adapter_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Bytes the trainable parameters hold between steps and at the step's end: the parameters, one gradient
+    each (in the parameter's dtype) and the optimiser's state for them (AdamW: two moments and a step)."""
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    total = 2 * sum(parameter.numel() * parameter.element_size() for parameter in trainable)
+    if optimizer is not None:
+        for parameter in trainable:
+            state = optimizer.state.get(parameter, {})
+            total += sum(
+                value.numel() * value.element_size()
+                for value in state.values()
+                if isinstance(value, torch.Tensor)
+            )
+    return total
 
 
 def cuda_peak_bytes(step: Step, device: torch.device, resident: int) -> int:

@@ -1,15 +1,19 @@
 """The three scopes of a benchmark run, each producing one record per variant.
 
 - layer: forward + backward of one adapted linear (the input requires grad, as inside a network);
-- model: a full training step (forward, loss, backward, AdamW step) of a Llama-shaped decoder, the
-  embedded input requiring grad so that every variant, the frozen floor included, backpropagates through
-  every layer;
-- inference: a no-grad forward over a batch (prefill) of the base model, the same model with LoRMA₊
-  adapters unmerged, and with them merged into the weights.
+- model: a full training step (forward, loss, backward, AdamW step) of a decoder per training case (target
+  set, adapter dropout), the embedded input requiring grad so that every variant, the frozen floor
+  included, backpropagates through every layer;
+- inference: a no-grad forward over a batch (prefill) of the base model, of an identical copy of it (the
+  noise control), of the same model with LoRMA₊ adapters unmerged, and with them merged into the weights.
+
+Every call runs under the precision the trainer would use (`presets.Precision`): weights in its dtype,
+inside `torch.autocast` when it is on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +25,8 @@ import transformers
 from torch import nn
 
 from lorma_exp.adapters import AdapterConfig, inject_adapters, iter_adapter_layers, merge_adapters
-from lorma_exp.adapters.targets import resolve_target_names
+from lorma_exp.adapters.config import normalise_targets
+from lorma_exp.adapters.targets import default_modules_to_save, resolve_targets
 
 from .measure import (
     CUDA_PEAK,
@@ -29,6 +34,7 @@ from .measure import (
     SAVED_TENSORS,
     Spread,
     Step,
+    adapter_state_bytes,
     cuda_peak_bytes,
     per_round_ratios,
     resident_bytes,
@@ -36,17 +42,20 @@ from .measure import (
     saved_tensor_bytes,
     warm_up,
 )
-from .presets import TARGET_SETS, LayerShape, ModelShape, Preset
-from .variants import TRAIN_VARIANTS, OneLinear, Variant, share_frozen_weights
+from .presets import TARGET_SETS, LayerShape, ModelCase, ModelShape, Precision, Preset
+from .variants import TRAIN_VARIANTS, Adaptation, OneLinear, Variant, share_frozen_weights, shift_computations
 
 SCOPES = ("layer", "model", "inference")
 INFERENCE_VARIANTS = {
     "base": "base model, no adapter",
+    "base_copy": "a second, identical base model (the noise control)",
     "merged": "LoRMA₊ pre merged into the weights (merge_adapters)",
     "unmerged": "LoRMA₊ pre adapters, unmerged",
 }
 #: Targets of the inference scope: the paper's LLaMA setting, the heavier of the two target sets.
 INFERENCE_TARGETS = "mlp"
+#: Variants every ratio is also taken against, when the group has them.
+REFERENCES = ("frozen", "lora", "peft_lora", "peft_lora_same_dtype", "base")
 SEED = 0
 
 
@@ -58,7 +67,9 @@ class Measured:
     samples: list[float]
     peak_bytes: int
     saved_bytes: int | None
+    adapter_state_bytes: int
     trainable_params: int
+    shift_computations: dict[str, int] | None
 
 
 @dataclass(frozen=True)
@@ -72,17 +83,24 @@ class Setting:
     clock: str
 
     @property
-    def alpha(self) -> float:
+    def alpha_over_r(self) -> float:
         return self.preset.alpha_over_r
-
-    @property
-    def dtype_name(self) -> str:
-        return str(self.preset.dtype).removeprefix("torch.")
 
     def memory_measure(self, training: bool) -> str:
         if self.device.type == "cuda":
             return CUDA_PEAK
         return SAVED_TENSORS if training else RESIDENT
+
+
+def precision_context(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast as the trainer opens it around every forward and loss (`trainer.precision`), or nothing."""
+    if precision.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=precision.autocast)
+
+
+def _compute_dtype(precision: Precision) -> torch.dtype:
+    return precision.autocast or precision.weights
 
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -96,19 +114,21 @@ def _measure(
     models: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer | None],
     training: bool,
+    computations: dict[str, dict[str, int] | None],
 ) -> dict[str, Measured]:
     """Warm every step up, measure its memory once, then time all of them round-robin."""
     warm_up(steps, setting.preset.warmup)
-    memory: dict[str, tuple[int, int | None]] = {}
+    memory: dict[str, tuple[int, int | None, int]] = {}
     for name, step in steps.items():
         model = models[name]
         saved = saved_tensor_bytes(step, model.parameters()) if training else None
+        state = adapter_state_bytes(model, optimizers[name])
         resident = resident_bytes(model, optimizers[name])
         if setting.device.type == "cuda":
             peak = cuda_peak_bytes(step, setting.device, resident)
         else:
-            peak = saved if saved is not None else resident
-        memory[name] = (peak, saved)
+            peak = saved + state if saved is not None else resident
+        memory[name] = (peak, saved, state)
     samples = round_robin(steps, setting.repeats, setting.device, setting.clock)
     return {
         name: Measured(
@@ -116,7 +136,9 @@ def _measure(
             samples=samples[name],
             peak_bytes=memory[name][0],
             saved_bytes=memory[name][1],
+            adapter_state_bytes=memory[name][2],
             trainable_params=sum(parameter.numel() for parameter in _trainable(models[name])),
+            shift_computations=computations.get(name),
         )
         for name in steps
     }
@@ -125,65 +147,67 @@ def _measure(
 def _records(
     setting: Setting,
     scope: str,
-    targets: str | None,
+    group: dict[str, Any],
     shape: dict[str, Any],
     tokens: int,
     measured: dict[str, Measured],
 ) -> list[dict[str, Any]]:
     """One JSON record per variant: median time and spread, memory, and ratios to the references present
-    (`frozen`, `lora`, `peft_lora` for training; `base` for inference) of medians and per round."""
+    (`REFERENCES`), of medians and per round. `group` holds what the group's variants share (targets,
+    dropout, precision)."""
     medians = {name: Spread.of(entry.samples) for name, entry in measured.items()}
     samples = {name: entry.samples for name, entry in measured.items()}
-
-    def ratio(name: str, reference: str) -> float | None:
-        return medians[name].median / medians[reference].median if reference in measured else None
-
-    def round_spread(name: str, reference: str) -> list[float] | None:
-        if reference not in measured:
-            return None
-        spread = per_round_ratios(samples, name, reference)
-        return [spread.q25, spread.median, spread.q75]
-
+    lora = measured.get("lora")
     records = []
     for name, entry in measured.items():
         spread = medians[name]
-        lora_peak = measured["lora"].peak_bytes if "lora" in measured else None
-        records.append(
-            {
-                "scope": scope,
-                "variant": name,
-                "description": entry.description,
-                "targets": targets,
-                "shape": shape,
-                "dtype": setting.dtype_name,
-                "device": setting.device_label,
-                "ms": spread.median,
-                "ms_q25": spread.q25,
-                "ms_q75": spread.q75,
-                "repeats": len(entry.samples),
-                "tokens_per_s": tokens / (spread.median / 1e3),
-                "peak_bytes": entry.peak_bytes,
-                "memory_measure": setting.memory_measure(entry.saved_bytes is not None),
-                "saved_bytes": entry.saved_bytes,
-                "trainable_params": entry.trainable_params,
-                "ratio_vs_frozen": ratio(name, "frozen"),
-                "ratio_vs_lora": ratio(name, "lora"),
-                "ratio_vs_peft_lora": ratio(name, "peft_lora"),
-                "ratio_vs_base": ratio(name, "base"),
-                "ratio_vs_lora_per_round": round_spread(name, "lora"),
-                "ratio_vs_peft_lora_per_round": round_spread(name, "peft_lora"),
-                "ratio_vs_base_per_round": round_spread(name, "base"),
-                "peak_ratio_vs_lora": entry.peak_bytes / lora_peak if lora_peak else None,
-            }
-        )
+        record = {
+            "scope": scope,
+            "variant": name,
+            "description": entry.description,
+            **group,
+            "shape": shape,
+            "device": setting.device_label,
+            "ms": spread.median,
+            "ms_q25": spread.q25,
+            "ms_q75": spread.q75,
+            "repeats": len(entry.samples),
+            "tokens_per_s": tokens / (spread.median / 1e3),
+            "peak_bytes": entry.peak_bytes,
+            "memory_measure": setting.memory_measure(entry.saved_bytes is not None),
+            "saved_bytes": entry.saved_bytes,
+            "adapter_state_bytes": entry.adapter_state_bytes,
+            "trainable_params": entry.trainable_params,
+            "shift_computations": entry.shift_computations,
+            "peak_ratio_vs_lora": entry.peak_bytes / lora.peak_bytes if lora and lora.peak_bytes else None,
+            "saved_ratio_vs_lora": (
+                entry.saved_bytes / lora.saved_bytes
+                if lora and lora.saved_bytes and entry.saved_bytes is not None
+                else None
+            ),
+        }
+        for reference in REFERENCES:
+            present = reference in measured
+            record[f"ratio_vs_{reference}"] = spread.median / medians[reference].median if present else None
+            per_round = per_round_ratios(samples, name, reference) if present else None
+            record[f"ratio_vs_{reference}_per_round"] = (
+                [per_round.q25, per_round.median, per_round.q75] if per_round else None
+            )
+        records.append(record)
     return records
+
+
+def _group_variants(variants: Sequence[Variant], scope: str, adaptation: Adaptation) -> list[Variant]:
+    return [variant for variant in variants if variant.runs_in(scope, adaptation)]
 
 
 # --- layer scope -------------------------------------------------------------------------------------------
 
 
-def _layer_step(model: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> None:
-    model(x).backward(grad_out)
+def _layer_step(model: nn.Module, x: torch.Tensor, grad_out: torch.Tensor, precision: Precision) -> None:
+    with precision_context(precision, x.device):
+        out = model(x)
+    out.backward(grad_out)
     model.zero_grad(set_to_none=True)
     x.grad = None
 
@@ -191,46 +215,76 @@ def _layer_step(model: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> No
 def layer_scope(setting: Setting, shape: LayerShape, variants: Sequence[Variant]) -> list[dict[str, Any]]:
     """Forward + backward of one `d_out × d_in` linear (no bias, as in Llama) per variant, sharing the weight."""
     torch.manual_seed(SEED)
-    dtype, device = setting.preset.dtype, setting.device
+    precision, device = setting.preset.precision, setting.device
+    dtype = precision.weights
     base = nn.Linear(shape.d_in, shape.d_out, bias=False, device=device, dtype=dtype).requires_grad_(False)
     x = torch.randn(shape.tokens, shape.d_in, device=device, dtype=dtype, requires_grad=True)
-    grad_out = torch.randn(shape.tokens, shape.d_out, device=device, dtype=dtype)
-    alpha = setting.alpha * shape.r
-    models = {
-        variant.name: variant.build(OneLinear(base), ["linear"], shape.r, alpha) for variant in variants
-    }
+    grad_out = torch.randn(shape.tokens, shape.d_out, device=device, dtype=_compute_dtype(precision))
+    adaptation = Adaptation(("linear",), ("linear",), False, shape.r, setting.alpha_over_r * shape.r, 0.0)
+    chosen = _group_variants(variants, "layer", adaptation)
+    models = {variant.name: variant.build(OneLinear(base), adaptation) for variant in chosen}
     steps: dict[str, Step] = {
-        name: partial(_layer_step, model, x, grad_out) for name, model in models.items()
+        name: partial(_layer_step, model, x, grad_out, precision) for name, model in models.items()
+    }
+    computations = {
+        name: shift_computations(model, shape.tokens, _compute_dtype(precision), device.type) or None
+        for name, model in models.items()
     }
     measured = _measure(
         setting,
         steps,
-        {variant.name: variant.description for variant in variants},
+        {variant.name: variant.description for variant in chosen},
         models,
         dict.fromkeys(models),
-        training=True,
+        True,
+        computations,
     )
-    return _records(setting, "layer", None, shape.describe(), shape.tokens, measured)
+    group = {"targets": None, "dropout": 0.0, "precision": precision.label, "dtype": _dtype_name(dtype)}
+    return _records(setting, "layer", group, shape.describe(), shape.tokens, measured)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 # --- model scope -------------------------------------------------------------------------------------------
 
 
-def build_llama(shape: ModelShape, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    """A Llama-shaped causal LM with random weights, built from a `LlamaConfig` directly on `device`."""
-    config = transformers.LlamaConfig(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads,
-        max_position_embeddings=shape.seq,
-        tie_word_embeddings=False,
-    )
+def build_model(shape: ModelShape, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """A causal LM of `shape.family` with random weights, built from its config directly on `device`, frozen."""
+    if shape.family == "llama":
+        config = transformers.LlamaConfig(
+            vocab_size=shape.vocab,
+            hidden_size=shape.hidden,
+            intermediate_size=shape.intermediate,
+            num_hidden_layers=shape.layers,
+            num_attention_heads=shape.heads,
+            num_key_value_heads=shape.kv_heads,
+            max_position_embeddings=shape.seq,
+            tie_word_embeddings=False,
+        )
+    elif shape.family == "gpt2":
+        if shape.kv_heads != shape.heads:
+            raise ValueError(
+                f"{shape.name}: GPT-2 has no grouped-query attention (kv_heads must equal heads)"
+            )
+        config = transformers.GPT2Config(
+            vocab_size=shape.vocab,
+            n_embd=shape.hidden,
+            n_inner=shape.intermediate,
+            n_layer=shape.layers,
+            n_head=shape.heads,
+            n_positions=shape.seq,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    else:
+        raise ValueError(f"{shape.name}: family={shape.family!r} must be 'llama' or 'gpt2'")
     torch.manual_seed(SEED)
     with torch.device(device):
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+    # GPT-2's class name maps to no loss; naming it spares a log call that breaks a compiled graph
+    model.loss_type = "ForCausalLM"
     return model.requires_grad_(False)
 
 
@@ -240,39 +294,75 @@ def _token_batch(shape: ModelShape, device: torch.device) -> torch.Tensor:
 
 
 def _train_step(
-    model: nn.Module, embeds: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer | None
+    model: nn.Module,
+    embeds: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer | None,
+    precision: Precision,
 ) -> None:
-    model(inputs_embeds=embeds, labels=labels).loss.backward()
+    with precision_context(precision, embeds.device):
+        loss = model(inputs_embeds=embeds, labels=labels).loss
+    loss.backward()
     if optimizer is not None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     embeds.grad = None
 
 
+def adaptation_for(base: nn.Module, targets: str, r: int, alpha: float, dropout: float) -> Adaptation:
+    """The group's targets as our aliases, as the layer names they resolve to, and whether those are slices."""
+    aliases = TARGET_SETS[targets]
+    plan = resolve_targets(base, normalise_targets(aliases), default_modules_to_save(base))
+    return Adaptation(
+        aliases, tuple(plan), any(slices is not None for slices in plan.values()), r, alpha, dropout
+    )
+
+
 def model_scope(
-    setting: Setting, shape: ModelShape, base: nn.Module, targets: str, variants: Sequence[Variant]
+    setting: Setting, shape: ModelShape, base: nn.Module, case: ModelCase, variants: Sequence[Variant]
 ) -> list[dict[str, Any]]:
-    """A training step (AdamW, lr 1e-4) of every variant of `base` adapted on the `targets` set."""
-    names = resolve_target_names(base, list(TARGET_SETS[targets]))
+    """A training step (AdamW, lr 1e-4) of every variant of `base` adapted for `case`."""
+    precision = setting.preset.precision_of(shape)
+    adaptation = adaptation_for(base, case.targets, shape.r, setting.alpha_over_r * shape.r, case.dropout)
     ids = _token_batch(shape, setting.device)
     embeds = base.get_input_embeddings()(ids).detach().requires_grad_(True)
-    alpha = setting.alpha * shape.r
+    chosen = _group_variants(variants, "model", adaptation)
     models = {
-        variant.name: variant.build(share_frozen_weights(base), names, shape.r, alpha).train()
-        for variant in variants
+        variant.name: variant.build(share_frozen_weights(base), adaptation).train() for variant in chosen
     }
     optimizers = {
         name: torch.optim.AdamW(params, lr=1e-4) if (params := _trainable(model)) else None
         for name, model in models.items()
     }
     steps: dict[str, Step] = {
-        name: partial(_train_step, model, embeds, ids, optimizers[name]) for name, model in models.items()
+        name: partial(_train_step, model, embeds, ids, optimizers[name], precision)
+        for name, model in models.items()
+    }
+    computations = {
+        name: shift_computations(model, shape.tokens, _compute_dtype(precision), setting.device.type) or None
+        for name, model in models.items()
     }
     measured = _measure(
-        setting, steps, {variant.name: variant.description for variant in variants}, models, optimizers, True
+        setting,
+        steps,
+        {variant.name: variant.description for variant in chosen},
+        models,
+        optimizers,
+        True,
+        computations,
     )
-    described = {**shape.describe(), "adapted_layers": len(names)}
-    return _records(setting, "model", targets, described, shape.tokens, measured)
+    described = {
+        **shape.describe(),
+        "adapted_layers": len(adaptation.layer_names),
+        "sliced": adaptation.sliced,
+    }
+    group = {
+        "targets": case.targets,
+        "dropout": case.dropout,
+        "precision": precision.label,
+        "dtype": _dtype_name(precision.weights),
+    }
+    return _records(setting, "model", group, described, shape.tokens, measured)
 
 
 # --- inference scope ---------------------------------------------------------------------------------------
@@ -288,32 +378,42 @@ def _move_off_identity(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-def _forward(model: nn.Module, ids: torch.Tensor) -> None:
-    with torch.inference_mode():
+def _forward(model: nn.Module, ids: torch.Tensor, precision: Precision) -> None:
+    with torch.inference_mode(), precision_context(precision, ids.device):
         model(input_ids=ids)
 
 
 def inference_scope(setting: Setting, shape: ModelShape, base: nn.Module) -> list[dict[str, Any]]:
-    """Prefill throughput of the base model, LoRMA₊ pre (`INFERENCE_TARGETS`) unmerged, and merged."""
-    names = resolve_target_names(base, list(TARGET_SETS[INFERENCE_TARGETS]))
+    """Prefill throughput of the base model, an identical copy, LoRMA₊ pre (`INFERENCE_TARGETS`) unmerged,
+    and merged."""
+    precision = setting.preset.precision_of(shape)
+    targets = TARGET_SETS[INFERENCE_TARGETS]
     config = AdapterConfig(
         inflation="rri",
         mode="pre",
         r=shape.r,
-        alpha=setting.alpha * shape.r,
-        targets=names,
+        alpha=setting.alpha_over_r * shape.r,
+        targets=list(targets),
         modules_to_save=[],
     )
     unmerged = _move_off_identity(inject_adapters(share_frozen_weights(base), config), SEED)
     merged = merge_adapters(_move_off_identity(inject_adapters(copy.deepcopy(base), config), SEED))
-    models = {"base": base, "merged": merged, "unmerged": unmerged}
+    models = {"base": base, "base_copy": copy.deepcopy(base), "merged": merged, "unmerged": unmerged}
     for model in models.values():
         model.eval()
     ids = _token_batch(shape, setting.device)
-    steps: dict[str, Step] = {name: partial(_forward, model, ids) for name, model in models.items()}
-    measured = _measure(setting, steps, INFERENCE_VARIANTS, models, dict.fromkeys(models), training=False)
-    described = {**shape.describe(), "adapted_layers": len(names)}
-    return _records(setting, "inference", INFERENCE_TARGETS, described, shape.tokens, measured)
+    steps: dict[str, Step] = {
+        name: partial(_forward, model, ids, precision) for name, model in models.items()
+    }
+    measured = _measure(setting, steps, INFERENCE_VARIANTS, models, dict.fromkeys(models), False, {})
+    described = {**shape.describe(), "adapted_layers": sum(1 for _ in iter_adapter_layers(unmerged))}
+    group = {
+        "targets": INFERENCE_TARGETS,
+        "dropout": 0.0,
+        "precision": precision.label,
+        "dtype": _dtype_name(precision.weights),
+    }
+    return _records(setting, "inference", group, described, shape.tokens, measured)
 
 
 # --- a whole run -------------------------------------------------------------------------------------------
@@ -322,8 +422,8 @@ def inference_scope(setting: Setting, shape: ModelShape, base: nn.Module) -> lis
 def run_scopes(
     setting: Setting, scopes: Sequence[str], variants: Sequence[Variant] = TRAIN_VARIANTS
 ) -> Iterator[list[dict[str, Any]]]:
-    """Every record of the requested scopes, layer shapes first, then each model's target sets, then
-    inference on the preset's first model. Yields records group by group (a group shares its rounds)."""
+    """Every record of the requested scopes, layer shapes first, then each model's cases, then inference on
+    the preset's first model. Yields records group by group (a group shares its rounds)."""
     if "layer" in scopes:
         for layer in setting.preset.layers:
             yield layer_scope(setting, layer, variants)
@@ -331,10 +431,10 @@ def run_scopes(
         wanted_inference = "inference" in scopes and index == 0
         if "model" not in scopes and not wanted_inference:
             continue
-        base = build_llama(shape, setting.preset.dtype, setting.device)
+        base = build_model(shape, setting.preset.precision_of(shape).weights, setting.device)
         if "model" in scopes:
-            for targets in shape.targets:
-                yield model_scope(setting, shape, base, targets, variants)
+            for case in shape.cases:
+                yield model_scope(setting, shape, base, case, variants)
         if wanted_inference:
             yield inference_scope(setting, shape, base)
         del base

@@ -1,8 +1,11 @@
-"""The variants a benchmark compares, and the authors' weight-building LoRMA written here as the reference.
+"""The variants a benchmark compares, the authors' weight-building LoRMA written here as the reference, and
+LoRMA_π through `adapters.functional.shift_linear` (the structured maths and its cost model, ahead of the
+layer calling it).
 
-Every variant is built the same way: from a model (a one-layer wrapper or a Llama-shaped decoder whose
-frozen weights are shared with the other variants), the qualified names of the layers to adapt, and
-`(r, alpha)`. Ours come from `lorma_exp.adapters`; PEFT's LoRA from `peft.get_peft_model`.
+Every variant is built the same way: from a model (a one-layer wrapper or a decoder whose frozen weights
+are shared with the other variants) and the group's `Adaptation`. Ours come from `lorma_exp.adapters`
+(targets as family aliases, as users write them); PEFT's LoRA from `peft.get_peft_model` (targets as layer
+names: PEFT cannot adapt a slice of GPT-2's fused `c_attn`, so it adapts all of it).
 """
 
 from __future__ import annotations
@@ -17,19 +20,56 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from lorma_exp.adapters import AdapterConfig, LormaLinear, inject_adapters
-from lorma_exp.adapters.functional import pi
+from lorma_exp.adapters import AdapterConfig, LoraLinear, LormaLinear, inject_adapters
+from lorma_exp.adapters.base_layers import compute_dtype, is_conv1d, weight_matrix
+from lorma_exp.adapters.functional import (
+    ShiftComputation,
+    choose_shift_computation,
+    pi,
+    shift_costs,
+    shift_linear,
+)
 
-Builder = Callable[[nn.Module, list[str], int, float], nn.Module]
+ALL_SCOPES = frozenset({"layer", "model"})
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """What every variant of a group adapts: `aliases` (our target syntax), the `layer_names` they resolve to
+    (PEFT's and the authors' way), whether they are slices of fused layers, rank, alpha, adapter dropout."""
+
+    aliases: tuple[str, ...]
+    layer_names: tuple[str, ...]
+    sliced: bool
+    r: int
+    alpha: float
+    dropout: float
+
+
+Builder = Callable[[nn.Module, Adaptation], nn.Module]
 
 
 @dataclass(frozen=True)
 class Variant:
-    """A named way of adapting a model; `build(model, layer_names, r, alpha)` returns the adapted model."""
+    """A named way of adapting a model; `build(model, adaptation)` returns the adapted model.
+
+    `scopes`: where it runs (`"layer"`, `"model"`). `with_dropout`: whether it runs in groups with adapter
+    dropout (the authors' weight-building forms have no dropout of their own). `slices`: `"any"`, `"only"`
+    (a reference that means something only where the targets are slices of a fused layer) or `"never"`
+    (the authors' forms, written for whole `nn.Linear` layers).
+    """
 
     name: str
     description: str
     build: Builder
+    scopes: frozenset[str] = ALL_SCOPES
+    with_dropout: bool = True
+    slices: str = "any"
+
+    def runs_in(self, scope: str, adaptation: Adaptation) -> bool:
+        if scope not in self.scopes or (adaptation.dropout > 0 and not self.with_dropout):
+            return False
+        return self.slices == "any" or (self.slices == "only") == adaptation.sliced
 
 
 class OneLinear(nn.Module):
@@ -70,64 +110,253 @@ class WeightBuiltLorma(LormaLinear):
         return F.linear(x, adapted, self.base_layer.bias)
 
 
+class ShiftLinearLorma(LormaLinear):
+    """LoRMA_π computed by `functional.shift_linear`, one call per adapted slice, the computation chosen per
+    layer and call by `functional.choose_shift_computation` (or fixed by `computation`). This is the
+    forward the library's shift variant takes once it calls `shift_linear`; until then the benchmark
+    measures it here. Parameters, initialisation and dropout (on the input) are `LormaLinear`'s."""
+
+    computation: ShiftComputation | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.adapter_config.dropout_on == "input":
+            x = self.dropout(x)
+        weight = weight_matrix(self.base_layer)
+        bias = self.base_layer.bias
+        rows = x.to(compute_dtype(x, weight))
+        config = self.adapter_config
+        computation = self.computation or self.chosen_computation(
+            rows.numel() // self.in_features, rows.device.type, rows.dtype
+        )
+        parts = []
+        for start, stop, index in self.segments():
+            piece_bias = None if bias is None else bias[start:stop]
+            if index is None:
+                parts.append(F.linear(rows, weight[start:stop].to(rows.dtype), piece_bias))
+                continue
+            _, factor_a, factor_b = self.factors()[index]
+            parts.append(
+                shift_linear(
+                    rows,
+                    weight[start:stop],
+                    piece_bias,
+                    factor_a,
+                    factor_b,
+                    config.scale,
+                    config.mode,
+                    computation,
+                )
+            )
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def chosen_computation(self, tokens: int, device_type: str, dtype: torch.dtype) -> ShiftComputation:
+        """What the cost model picks for this layer at `tokens` rows computed in `dtype`."""
+        pre = self.adapter_config.mode == "pre"
+        shapes = [
+            (piece.size, self.in_features) if pre else (self.in_features, piece.size) for piece in self.slices
+        ]
+        training = torch.is_grad_enabled() and any(p.requires_grad for p in self.adapter_parameters())
+        costs = shift_costs(device_type, dtype)
+        return choose_shift_computation(tokens, shapes, self.adapter_config.r, training, costs)
+
+
 def share_frozen_weights(model: nn.Module) -> nn.Module:
     """A copy of `model` whose parameters are the original's tensors (buffers are copied): every variant
     adapts the same frozen weights, and a large model is held in memory once."""
     return copy.deepcopy(model, memo={id(parameter): parameter for parameter in model.parameters()})
 
 
-def _frozen(model: nn.Module, names: list[str], r: int, alpha: float) -> nn.Module:
+def _frozen(model: nn.Module, adaptation: Adaptation) -> nn.Module:
     return model.requires_grad_(False)
 
 
+def _config(adaptation: Adaptation, targets: tuple[str, ...], **method: str) -> AdapterConfig:
+    """Our config for a group; LoRMA_π drops the layer input (it has no adapter branch), as Table 3 runs it."""
+    dropout_on = "input" if method.get("inflation") == "shift" and adaptation.dropout > 0 else "adapter"
+    return AdapterConfig(
+        r=adaptation.r,
+        alpha=adaptation.alpha,
+        dropout=adaptation.dropout,
+        dropout_on=dropout_on,
+        targets=list(targets),
+        modules_to_save=[],
+        **method,
+    )
+
+
 def _ours(method: str, inflation: str | None = None, mode: str | None = None) -> Builder:
-    def build(model: nn.Module, names: list[str], r: int, alpha: float) -> nn.Module:
-        config = AdapterConfig(
-            method=method, inflation=inflation, mode=mode, r=r, alpha=alpha, targets=names, modules_to_save=[]
-        )
+    def build(model: nn.Module, adaptation: Adaptation) -> nn.Module:
+        config = _config(adaptation, adaptation.aliases, method=method, inflation=inflation, mode=mode)
         return inject_adapters(model, config)
 
     return build
 
 
-def _peft_lora(model: nn.Module, names: list[str], r: int, alpha: float) -> nn.Module:
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=names, bias="none")
-    with warnings.catch_warnings():
-        # peft 0.21 asks transformers 5 a deprecated question; nothing a benchmark user can act on
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, config)
+def _lora_on_whole_layers(model: nn.Module, adaptation: Adaptation) -> nn.Module:
+    """Our LoRA wrapping each target layer whole (`LoraLinear` without slices): on GPT-2 all of `c_attn`'s
+    rows in one branch, the fused path, whereas targeting `c_attn` by name adapts its three slices."""
+    model.requires_grad_(False)
+    config = _config(adaptation, adaptation.aliases, method="lora")
+    for name in adaptation.layer_names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoraLinear(getattr(parent, child), config))
+    return model
 
 
-def _weight_built(inflation: str, mode: str) -> Builder:
-    def build(model: nn.Module, names: list[str], r: int, alpha: float) -> nn.Module:
+def _peft_lora(same_dtype: bool) -> Builder:
+    """PEFT's LoRA at its default (`autocast_adapter_dtype=True`: float32 factors and adapter branch under
+    half-precision weights) or in the weights' dtype (`autocast_adapter_dtype=False`)."""
+
+    def build(model: nn.Module, adaptation: Adaptation) -> nn.Module:
+        config = LoraConfig(
+            r=adaptation.r,
+            lora_alpha=adaptation.alpha,
+            lora_dropout=adaptation.dropout,
+            target_modules=list(adaptation.layer_names),
+            bias="none",
+            fan_in_fan_out=any(is_conv1d(model.get_submodule(name)) for name in adaptation.layer_names),
+        )
+        with warnings.catch_warnings():
+            # peft 0.21 asks transformers 5 a deprecated question; nothing a benchmark user can act on
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, config, autocast_adapter_dtype=not same_dtype)
+
+    return build
+
+
+def _replace_layers(
+    layer_class: type[LormaLinear], inflation: str, mode: str, **attributes: object
+) -> Builder:
+    """Wrap each target with `layer_class` (a `LormaLinear` with another forward)."""
+
+    def build(model: nn.Module, adaptation: Adaptation) -> nn.Module:
         model.requires_grad_(False)
-        config = AdapterConfig(inflation=inflation, mode=mode, r=r, alpha=alpha, targets=names)
-        for name in names:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name)
-            setattr(parent, child, WeightBuiltLorma(getattr(parent, child), config))
+        config = _config(adaptation, adaptation.aliases, method="lorma", inflation=inflation, mode=mode)
+        probe = inject_adapters(share_frozen_weights(model), config)  # where our targets land, with slices
+        for name, layer in probe.named_modules():
+            if isinstance(layer, LormaLinear):
+                parent_name, _, child = name.rpartition(".")
+                parent = model.get_submodule(parent_name)
+                replacement = layer_class(
+                    getattr(parent, child), config, layer.slices if layer.is_sliced else None
+                )
+                for attribute, value in attributes.items():
+                    setattr(replacement, attribute, value)
+                setattr(parent, child, replacement)
         return model
 
     return build
 
 
-#: What the layer and model scopes compare, in table order. `frozen` is the floor; `lora` and
-#: `peft_lora` are the references the ratios are taken against.
+def _computation_label(computation: ShiftComputation) -> str:
+    """`dense_weight`, `structured_activations`, …: a name that cannot be taken for the authors' `_weight`."""
+    return computation if computation.startswith("structured") else f"dense_{computation}"
+
+
+def _pi_computations() -> tuple[Variant, ...]:
+    """LoRMA_π forced through each computation of `shift_linear` (layer scope: what the cost model weighs)."""
+    return tuple(
+        Variant(
+            f"lorma_pi_{mode}_{_computation_label(computation)}",
+            f"LoRMA_π {mode}, shift_linear computation {computation!r}",
+            _replace_layers(ShiftLinearLorma, "shift", mode, computation=computation),
+            scopes=frozenset({"layer"}),
+        )
+        for mode in ("pre", "post")
+        for computation in ("activations", "weight", "structured_activations", "structured_weight")
+    )
+
+
+#: What the layer and model scopes compare, in table order. `frozen` is the floor; `lora`, `peft_lora` and
+#: `peft_lora_same_dtype` are the references the ratios are taken against.
 TRAIN_VARIANTS: tuple[Variant, ...] = (
     Variant("frozen", "frozen, no adapter (the floor)", _frozen),
     Variant("lora", "our LoRA (LoraLinear)", _ours("lora")),
-    Variant("peft_lora", "PEFT LoRA (get_peft_model)", _peft_lora),
+    Variant("peft_lora", "PEFT LoRA at its default (float32 adapter branch)", _peft_lora(same_dtype=False)),
+    Variant(
+        "peft_lora_same_dtype",
+        "PEFT LoRA, autocast_adapter_dtype=False (our precision)",
+        _peft_lora(same_dtype=True),
+    ),
+    Variant(
+        "lora_fused_c_attn",
+        "our LoRA on all of c_attn: the fused path, what q,v slices would cost fused",
+        _lora_on_whole_layers,
+        slices="only",
+    ),
     Variant("lorma_plus_pre", "LoRMA₊ pre, on activations", _ours("lorma", "rri", "pre")),
     Variant("lorma_plus_post", "LoRMA₊ post, on activations", _ours("lorma", "rri", "post")),
-    Variant("lorma_pi_pre", "LoRMA_π pre (our path choice)", _ours("lorma", "shift", "pre")),
-    Variant("lorma_pi_post", "LoRMA_π post (our path choice)", _ours("lorma", "shift", "post")),
+    Variant("lorma_pi_pre", "LoRMA_π pre, the layer today", _ours("lorma", "shift", "pre")),
+    Variant("lorma_pi_post", "LoRMA_π post, the layer today", _ours("lorma", "shift", "post")),
     Variant(
-        "lorma_plus_pre_weight", "LoRMA₊ pre, W' built each step (authors')", _weight_built("rri", "pre")
+        "lorma_pi_pre_shift_linear",
+        "LoRMA_π pre, shift_linear + cost model",
+        _replace_layers(ShiftLinearLorma, "shift", "pre"),
     ),
     Variant(
-        "lorma_plus_post_weight", "LoRMA₊ post, W' built each step (authors')", _weight_built("rri", "post")
+        "lorma_pi_post_shift_linear",
+        "LoRMA_π post, shift_linear + cost model",
+        _replace_layers(ShiftLinearLorma, "shift", "post"),
+    ),
+    *_pi_computations(),
+    Variant(
+        "lorma_plus_pre_weight",
+        "LoRMA₊ pre, W' built each step (authors')",
+        _replace_layers(WeightBuiltLorma, "rri", "pre"),
+        with_dropout=False,
+        slices="never",
     ),
     Variant(
-        "lorma_pi_pre_weight", "LoRMA_π pre, W' built each step (authors')", _weight_built("shift", "pre")
+        "lorma_plus_post_weight",
+        "LoRMA₊ post, W' built each step (authors')",
+        _replace_layers(WeightBuiltLorma, "rri", "post"),
+        with_dropout=False,
+        slices="never",
+    ),
+    Variant(
+        "lorma_pi_pre_weight",
+        "LoRMA_π pre, W' built each step (authors')",
+        _replace_layers(WeightBuiltLorma, "shift", "pre"),
+        with_dropout=False,
+        slices="never",
     ),
 )
+
+#: Variants `--compile` adds compiled (`torch.compile(model, fullgraph=True)`) beside their eager selves.
+COMPILED = (
+    "frozen",
+    "lora",
+    "lorma_plus_pre",
+    "lorma_plus_post",
+    "lorma_pi_pre_shift_linear",
+    "lorma_pi_post_shift_linear",
+)
+
+
+def compiled(variant: Variant) -> Variant:
+    """`variant` built, then compiled whole with `fullgraph=True` (any graph break is an error)."""
+
+    def build(model: nn.Module, adaptation: Adaptation) -> nn.Module:
+        return torch.compile(variant.build(model, adaptation), fullgraph=True)
+
+    return Variant(
+        f"{variant.name}_compiled",
+        f"{variant.description}, torch.compile(fullgraph=True)",
+        build,
+        variant.scopes,
+        variant.with_dropout,
+        variant.slices,
+    )
+
+
+def shift_computations(model: nn.Module, tokens: int, dtype: torch.dtype, device_type: str) -> dict[str, int]:
+    """How many of the model's `ShiftLinearLorma` layers the cost model sends to each computation, for a
+    training step of `tokens` rows in `dtype`: the choice behind a variant's time, recorded with it."""
+    counts: dict[str, int] = {}
+    for layer in model.modules():
+        if isinstance(layer, ShiftLinearLorma):
+            with torch.enable_grad():
+                chosen = layer.computation or layer.chosen_computation(tokens, device_type, dtype)
+            counts[chosen] = counts.get(chosen, 0) + 1
+    return counts
