@@ -81,6 +81,13 @@ class EvalStrategy(_Choice):
     no = "no"
 
 
+class NonFinite(_Choice):
+    """What a non-finite loss or gradient norm does: stop the run as diverged, or drop that step."""
+
+    stop = "stop"
+    skip_step = "skip_step"
+
+
 class Strategy(_Choice):
     auto = "auto"
     single = "single"
@@ -205,7 +212,12 @@ class TrainerConfig:
     eval_steps: int = 0
     eval_before_training: bool = False
     log_every: int = 10
+    # Checkpoints: at every evaluation, and every N steps / minutes (0: not by steps / by time).
     checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 30.0
+    # A non-finite loss or gradient norm: stop the run as diverged, or drop that step (at most N of them).
+    on_nonfinite: NonFinite = NonFinite.stop
+    max_skipped_steps: int = 10
     snapshot_every_epoch: bool = False
     # Also score the training rows at every evaluation, in eval mode with the evaluation metrics (Figure 8:
     # training against evaluation accuracy); classification and regression tasks only.
@@ -356,6 +368,12 @@ _RANGE_RULES = (
         _non_negative,
         "trainer.checkpoint_every_steps=0 (only at evaluations)",
     ),
+    (
+        "trainer.checkpoint_every_minutes",
+        _non_negative,
+        "trainer.checkpoint_every_minutes=30 (0: not by time)",
+    ),
+    ("trainer.max_skipped_steps", _non_negative, "trainer.max_skipped_steps=10"),
     ("data.max_length", _positive, "data.max_length=128"),
     ("data.limit", _positive, "data.limit=null (the whole training set)"),
     ("data.eval_limit", _positive, "data.eval_limit=null (whole evaluation splits)"),
@@ -532,12 +550,22 @@ def validate(cfg: DictConfig) -> TrainConfig:
     return settings
 
 
+def check_precision(precision: Precision, device_type: str) -> None:
+    """fp16 training needs a GPU (its loss scaling is a CUDA feature); bf16 and fp32 train anywhere."""
+    _check(
+        precision != Precision.fp16 or device_type == "cuda",
+        "trainer.precision",
+        f"fp16 needs a GPU, and this run trains on {device_type}",
+        "Use trainer.precision=bf16 or fp32 here, or run on a CUDA machine.",
+    )
+
+
 def compose_train(overrides: Sequence[str], field: str = "overrides") -> DictConfig:
     """The training config composed from conf/ with ``overrides`` (inside or outside a Hydra app); a
     composition error names ``field``, the setting the overrides came from.
 
-    Inside eval.py, Hydra is set up on conf/eval/; it is set aside for this composition and put back
-    afterwards.
+    Inside a Hydra app (train.py, eval.py on conf/eval/), the app's Hydra is set aside for this
+    composition and put back afterwards.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

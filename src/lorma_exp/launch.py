@@ -1,10 +1,11 @@
-"""What the entry points do before Hydra starts: register the schema, read the old experiment form, and
-agree on one run folder.
+"""What the entry points do before Hydra starts: register the schema, read the old experiment form,
+refuse a resume of nothing, and agree on one run folder.
 
-Under torchrun every rank runs Hydra, and Hydra names the run folder from the clock; ranks starting a
-second apart would scatter a run over several folders. So the process group is joined first, rank 0's
-time stamp is shared through ``LORMA_RUN_STAMP``, and ranks other than 0 are told not to write Hydra's
-own files or logs.
+Hydra creates the run folder before any of our code runs, so ``resume=true run_dir=X`` with no run in X
+is refused here, before X is created. Under torchrun every rank runs Hydra, and Hydra names the run
+folder from the clock; ranks starting a second apart would scatter a run over several folders. So the
+process group is joined first, rank 0's time stamp is shared through ``LORMA_RUN_STAMP``, and ranks other
+than 0 are told not to write Hydra's own files or logs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from lorma_exp.config import RUN_STAMP_ENV, ConfigError, register_configs, run_stamp
 from lorma_exp.distributed import broadcast_object, init_distributed, launched_world_size
+from lorma_exp.resume import check_resume_arguments
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Before the experiment configs held one file per paper table, a cell was one file per cell:
@@ -85,6 +87,7 @@ def prepare_launch() -> None:
     register_configs()
     try:
         sys.argv[1:] = new_experiment_form(sys.argv[1:])
+        check_resume_arguments(sys.argv[1:])
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

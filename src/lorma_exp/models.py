@@ -6,6 +6,7 @@ that cannot be loaded fails before any data is read, with what was tried and how
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import logging
@@ -146,6 +147,20 @@ def load_model_config(model_cfg: ModelConfig):
             )
     config.update(overrides)
     return config
+
+
+def model_skeleton(model_cfg: ModelConfig, problem: Problem, num_labels: int) -> PreTrainedModel:
+    """The backbone as :func:`load_backbone` builds it, on the ``meta`` device: every module and shape, no
+    weights, built in milliseconds whatever the model's size (what preflight checks look at)."""
+    config = copy.deepcopy(load_model_config(model_cfg))
+    with torch.device("meta"):
+        if problem == Problem.causal_lm:
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=model_cfg.trust_remote_code)
+        config.num_labels = num_labels
+        config.problem_type = "regression" if problem == Problem.regression else "single_label_classification"
+        return AutoModelForSequenceClassification.from_config(
+            config, trust_remote_code=model_cfg.trust_remote_code
+        )
 
 
 def load_tokenizer(model_cfg: ModelConfig, problem: Problem) -> PreTrainedTokenizerBase:

@@ -1,17 +1,19 @@
 """What ``train.py`` and ``eval.py`` do, from a composed config to a finished run folder.
 
-Order matters for the user: everything that can be checked cheaply (config values, the task family, the
-run folder, the model name) is checked before data is tokenised or weights are loaded.
+Order matters for the user: everything that can be checked cheaply (config values, a resumed run's config
+of record, the task family, the model's targets, the run folder and its lock) is checked before data is
+tokenised or weights are loaded, and nothing in a run folder changes before every check has passed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +25,33 @@ from lorma_exp import __version__
 from lorma_exp.config import (
     ConfigError,
     EvalConfig,
-    Strategy,
     TrainConfig,
     load_run_settings,
     run_stamp,
-    validate,
 )
-from lorma_exp.data import build_task_data, check_task, restore_label_names, save_label_names
+from lorma_exp.data import build_task_data, restore_label_names, save_label_names
 from lorma_exp.data.hub import DataLoadError
 from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
 from lorma_exp.methods import Method, method_for
-from lorma_exp.models import ModelLoadError, load_backbone, load_model_config, load_tokenizer
+from lorma_exp.models import ModelLoadError, load_backbone, load_tokenizer
 from lorma_exp.plots import plot_loss_curve
+from lorma_exp.preflight import preflight
+from lorma_exp.resume import Resumption, check_resumable, config_of_record
 from lorma_exp.run_folder import RESULTS_FILE, RunFolder, write_evaluation_record
+from lorma_exp.run_lock import RunLock
 from lorma_exp.summary import format_summary
-from lorma_exp.tracking import RunLogger, wandb_group_and_tags
-from lorma_exp.trainer import Trainer, TrainingInterrupted, TrainResult, compile_toolchain_problem
+from lorma_exp.tracking import RunLog, RunLogger, run_log, wandb_group_and_tags
+from lorma_exp.trainer import Trainer, TrainingInterrupted, TrainResult
 
 log = logging.getLogger(__name__)
 
 USER_ERRORS = (ConfigError, ModelLoadError, DataLoadError)
+#: Exit statuses besides 0: a bad config, model or dataset; a diverged run; an interrupted run.
+EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised once a diverged run's folder is complete (results.json says ``"diverged"``)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -52,7 +61,8 @@ def seed_everything(seed: int) -> None:
 
 
 def exit_on_user_error(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Report a bad config, model or dataset as one clear line and exit with status 2 (no traceback)."""
+    """Report a bad config, model or dataset, a divergence or an interruption as one clear line and exit
+    with its status (no traceback)."""
 
     @functools.wraps(function)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -61,17 +71,22 @@ def exit_on_user_error(function: Callable[..., Any]) -> Callable[..., Any]:
         except USER_ERRORS as error:
             log.error("%s", error)
             print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise SystemExit(EXIT_USER_ERROR) from None
+        except TrainingDiverged as divergence:
+            log.error("%s", divergence)
+            print(f"error: {divergence}", file=sys.stderr)
+            raise SystemExit(EXIT_DIVERGED) from None
         except TrainingInterrupted as interruption:
             log.warning("%s", interruption)
             print(f"interrupted: {interruption}", file=sys.stderr)
-            raise SystemExit(130) from None
+            raise SystemExit(EXIT_INTERRUPTED) from None
 
     return wrapped
 
 
 def hydra_output_dir(fallback: Path | None) -> Path:
-    """Hydra's job folder (decided once, shared by every rank), else ``fallback`` outside a Hydra app."""
+    """Hydra's job folder (the same on every rank: launch.py shares the time stamp), else ``fallback``
+    outside a Hydra app."""
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
@@ -79,6 +94,36 @@ def hydra_output_dir(fallback: Path | None) -> Path:
     if fallback is None:
         raise ConfigError("run_dir: not set and no Hydra job folder exists. Set run_dir=<folder>.")
     return fallback
+
+
+def command_line_overrides() -> list[str] | None:
+    """The overrides of this Hydra job's command line (None outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
+def in_a_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def settle_config(cfg: DictConfig, run: RunFolder) -> Resumption | None:
+    """For ``resume=true``: the run's config of record (None when there is no run to resume yet: a sweep's
+    job folder that holds none starts it; a finished run is left to :func:`check_run_dir`)."""
+    if not cfg.resume:
+        return None
+    if cfg.run_dir is not None:
+        check_resumable(run)
+    elif not in_a_sweep():
+        raise ConfigError("resume=true: name the run to continue with run_dir=<its folder>.")
+    if not run.config.is_file() or run.is_finished():
+        return None
+    return config_of_record(cfg, run, command_line_overrides())
 
 
 def check_run_dir(run: RunFolder, settings: TrainConfig) -> bool:
@@ -98,22 +143,56 @@ def check_run_dir(run: RunFolder, settings: TrainConfig) -> bool:
     return True
 
 
-def preflight(cfg: DictConfig) -> tuple[TrainConfig, DistEnv]:
-    """Every cheap check, before any data or weights are touched."""
-    settings = validate(cfg)
-    check_task(settings.task)
-    env = init_distributed(settings.trainer.device)
-    if settings.trainer.strategy == Strategy.ddp and not env.distributed:
-        raise ConfigError(
-            "trainer: trainer=ddp needs several processes. Launch with "
-            "`torchrun --nproc_per_node=N train.py trainer=ddp ...`, or drop trainer=ddp."
-        )
-    if settings.trainer.strategy == Strategy.single and env.distributed:
-        raise ConfigError("trainer.strategy: single, but launched with several processes. Use trainer=ddp.")
-    if settings.trainer.compile and (problem := compile_toolchain_problem(env.device)) is not None:
-        raise ConfigError(f"trainer.compile: {problem}. Install it, or set trainer.compile=false.")
-    load_model_config(settings.model)
-    return settings, env
+@dataclasses.dataclass(frozen=True)
+class OpenedRun:
+    """A run folder this process may train in: rank 0 holds its lock and its (held back) train.log."""
+
+    train_log: RunLog | None
+
+    def start_writing(self) -> None:
+        """Every check has passed: train.log gets the records held so far, and everything after."""
+        if self.train_log is not None:
+            self.train_log.open()
+
+
+@contextlib.contextmanager
+def opened_run_folder(run: RunFolder, settings: TrainConfig, env: DistEnv) -> Iterator[OpenedRun | None]:
+    """Rank 0 locks the run folder and checks what it holds; every rank learns the verdict: an OpenedRun
+    to train, None to skip a finished run, a ConfigError otherwise (the folder left as it was). The lock is
+    held, and log records kept for train.log, while the block runs."""
+    lock = RunLock(run.lock)
+    verdict: bool | str | None = None
+    if env.is_main:
+        try:
+            lock.acquire()
+            verdict = check_run_dir(run, settings)
+        except ConfigError as error:
+            lock.release()
+            verdict = str(error)
+        if verdict is False:
+            lock.release()
+    verdict = broadcast_object(verdict, env)
+    if isinstance(verdict, str):
+        raise ConfigError(verdict)
+    if not verdict:
+        yield None
+        return
+    try:
+        with run_log(run.train_log, enabled=env.is_main) as train_log:
+            yield OpenedRun(train_log)
+    finally:
+        if env.is_main:
+            lock.release()
+
+
+def record_new_run(run: RunFolder, cfg: DictConfig) -> None:
+    """A new run's config.yaml, and Hydra's record of the job (``.hydra/``) when Hydra launched it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run.save_config(cfg)
+    if HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        run.save_hydra_record(cfg, hydra, list(hydra.overrides.task))
 
 
 def run_identity(settings: TrainConfig, method: Method) -> dict[str, Any]:
@@ -139,7 +218,7 @@ def results_record(
 ) -> dict[str, Any]:
     """results.json (docs/architecture.md)."""
     return {
-        "status": "finished",
+        "status": result.status,
         **identity,
         "trainable_params": counts,
         "initial": result.initial.as_dict() if result.initial else None,
@@ -152,7 +231,9 @@ def results_record(
             "wall_time_s": round(result.wall_time_s, 2),
             "world_size": env.world_size,
             "resumed_from_step": result.resumed_from_step,
+            "skipped_steps": result.skipped_steps,
         },
+        "divergence": result.divergence.as_dict() if result.divergence else None,
         "lorma_exp_version": __version__,
     }
 
@@ -171,26 +252,58 @@ def wandb_group(identity: dict[str, Any], run_dir: Path) -> tuple[str, list[str]
 @exit_on_user_error
 def train(cfg: DictConfig) -> dict[str, Any] | None:
     """Train one run; returns its results.json record (None when a finished run was skipped)."""
+    run = RunFolder(hydra_output_dir(Path(cfg.run_dir) if cfg.run_dir else None))
+    resumption = settle_config(cfg, run)
+    if resumption is not None:
+        cfg = resumption.config
     settings, env = preflight(cfg)
-    fallback = Path(settings.run_dir) if settings.run_dir else None
-    run = RunFolder(Path(broadcast_object(str(hydra_output_dir(fallback)), env)))
-    if not check_run_dir(run, settings):
-        return None
-    if env.is_main:
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.save_config(cfg)
+    with opened_run_folder(run, settings, env) as opened:
+        if opened is None:
+            return None
+        return _train_in(run, opened, cfg, settings, env, resumption)
+
+
+def _train_in(
+    run: RunFolder,
+    opened: OpenedRun,
+    cfg: DictConfig,
+    settings: TrainConfig,
+    env: DistEnv,
+    resumption: Resumption | None,
+) -> dict[str, Any]:
+    """Train in an opened run folder (:func:`train`); the folder changes only once the data, the model and
+    a resumed run's checkpoint have passed their checks."""
     method = method_for(settings.method.kind)
     seed_everything(settings.seed)
     tokenizer = load_tokenizer(settings.model, settings.task.problem)
     task = build_task_data(settings, tokenizer, env)
-    if env.is_main:
-        save_label_names(task, run)
     model = load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
     seed_everything(settings.seed)  # adapter initialisation depends on the seed alone
     model = method.apply(model, settings.method)
     counts = method.parameter_counts(model)
     identity = run_identity(settings, method)
     logger = RunLogger(run.path, enabled=env.is_main)
+
+    def save(trained: torch.nn.Module, folder: Path) -> None:
+        method.save(trained, folder, settings.model.name_or_path)
+
+    trainer = Trainer(
+        settings.trainer, model, task, env, run, settings.seed, logger, save, method.weights_name
+    )
+    resumed_from = trainer.restore() if settings.resume else None
+    if env.is_main:
+        if resumption is None:
+            record_new_run(run, cfg)
+        elif resumption.new_record is not None:
+            run.save_config(resumption.new_record)
+        save_label_names(task, run)
+    opened.start_writing()
+    if settings.resume:
+        logger.truncate_after(resumed_from)
+        if resumed_from is None:
+            log.info("resume=true but %s has no checkpoint: starting from step 0", run.path)
+        else:
+            log.info("Resumed from step %d of %d", resumed_from, trainer.total_steps)
     if settings.logger.wandb:
         group, tags = wandb_group(identity, run.path)
         logger.start_wandb(
@@ -200,24 +313,21 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
             group=group,
             tags=tags,
         )
-
-    def save(trained: torch.nn.Module, folder: Path) -> None:
-        method.save(trained, folder, settings.model.name_or_path)
-
-    trainer = Trainer(
-        settings.trainer, model, task, env, run, settings.seed, logger, save, method.weights_name
-    )
     log.info("Run folder: %s", run.path)
-    result = trainer.fit(resume=settings.resume)
+    result = trainer.fit()
     record = results_record(identity, result, counts, env)
     if env.is_main:
-        save(trainer.model, run.weights(method.weights_name))
+        if result.divergence is None:
+            save(trainer.model, run.weights(method.weights_name))
         logger.write_csv()
         title = f"{settings.task.name} · {settings.model.name} · {settings.method.name}"
         plot_loss_curve(run.read_events(), settings.task.main_metric, title, run.loss_curve)
         run.write_results(record)
-        trainer.finish()
         logger.finish(record)
+    if result.divergence is not None:
+        raise TrainingDiverged(trainer.divergence_message(result.divergence))
+    if env.is_main:
+        trainer.finish()
         print(format_summary(record, run.path, task.info, method.weights_name))
     return record
 

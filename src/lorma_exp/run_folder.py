@@ -11,6 +11,8 @@ for adapters, ``model`` for full fine-tuning): ``<name>/`` holds the weights at 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +32,15 @@ LOSS_CURVE = "loss_curve.png"
 WANDB_ID_FILE = ".wandb_id"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last"
+# While a checkpoint is replaced: the new copy is written into last.tmp, the previous one moved to last.old.
+CHECKPOINT_STAGING_SUFFIX = ".tmp"
+CHECKPOINT_PREVIOUS_SUFFIX = ".old"
 CHECKPOINT_STATE = "state.pt"
+# The process training in the folder: {"pid", "host", "started"}; removed when it ends.
+LOCK_FILE = "run.lock"
+# Hydra's record of the job, written once the run's checks pass (as Hydra names them).
+HYDRA_DIR = ".hydra"
+HYDRA_CONFIG, HYDRA_SETTINGS, HYDRA_OVERRIDES = "config.yaml", "hydra.yaml", "overrides.yaml"
 SNAPSHOTS_DIR = "snapshots"
 PREDICTIONS_DIR = "predictions"
 EVALUATIONS_DIR = "evals"
@@ -41,7 +51,12 @@ PREDICTION_ROWS_SUFFIX = ".jsonl"
 # The ``split`` of the metrics.jsonl eval events that score the training rows (trainer.eval_train).
 TRAIN_SPLIT = "train"
 
+# A strict-JSON record's non-finite numbers: set to null, their value kept here by dotted path ("nan", "inf").
+NONFINITE_KEY = "nonfinite"
+
 _SNAPSHOT_NAME = re.compile(r"epoch_(\d+)")
+
+log = logging.getLogger(__name__)
 
 
 def snapshot_name(epoch: int) -> str:
@@ -63,6 +78,47 @@ def prediction_files(folder: Path, split: str) -> tuple[Path, Path]:
     """A generation split's predictions in ``folder`` (the run's ``predictions/`` or an evaluation's
     folder): ``<split>.hyp.txt``, one hypothesis per line, and ``<split>.jsonl``, one row per example."""
     return folder / f"{split}{HYPOTHESES_SUFFIX}", folder / f"{split}{PREDICTION_ROWS_SUFFIX}"
+
+
+def strict_json(record: Mapping[str, Any], indent: int | None = None) -> str:
+    """``record`` as strict JSON: a non-finite number (NaN, ±Infinity, which strict parsers reject) becomes
+    ``null``, and ``record["nonfinite"]`` maps its dotted path to its value as text (``"loss": "nan"``)."""
+    flags: dict[str, str] = {}
+
+    def clean(value: Any, path: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            flags[path] = str(value)
+            return None
+        if isinstance(value, Mapping):
+            return {key: clean(item, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(item, f"{path}.{index}") for index, item in enumerate(value)]
+        return value
+
+    cleaned = clean(record, "")
+    if flags:
+        cleaned[NONFINITE_KEY] = flags
+    return json.dumps(cleaned, allow_nan=False, indent=indent)
+
+
+def restore_nonfinite(record: dict[str, Any]) -> dict[str, Any]:
+    """The record :func:`strict_json` wrote, with its non-finite numbers back in place (floats again)."""
+    flags = record.pop(NONFINITE_KEY, None) or {}
+    for path, text in flags.items():
+        *parents, name = path.split(".")
+        owner: Any = record
+        for parent in parents:
+            owner = owner[int(parent)] if isinstance(owner, list) else owner[parent]
+        if isinstance(owner, list):
+            owner[int(name)] = float(text)
+        else:
+            owner[name] = float(text)
+    return record
+
+
+def _write_json_record(path: Path, record: Mapping[str, Any]) -> None:
+    """A JSON record, strict (see :func:`strict_json`) and indented for reading."""
+    path.write_text(strict_json(record, indent=2) + "\n")
 
 
 @dataclass(frozen=True)
@@ -123,8 +179,28 @@ class RunFolder:
         return self.checkpoints / LAST_CHECKPOINT
 
     @property
+    def checkpoint_staging(self) -> Path:
+        """Where a new checkpoint is written before it replaces ``last``."""
+        return self.checkpoints / (LAST_CHECKPOINT + CHECKPOINT_STAGING_SUFFIX)
+
+    @property
+    def checkpoint_previous(self) -> Path:
+        """Where the previous checkpoint waits while a new one takes its place."""
+        return self.checkpoints / (LAST_CHECKPOINT + CHECKPOINT_PREVIOUS_SUFFIX)
+
+    @property
     def checkpoint_state(self) -> Path:
         return self.last_checkpoint / CHECKPOINT_STATE
+
+    @property
+    def lock(self) -> Path:
+        """The lock file of the process training in this folder."""
+        return self.path / LOCK_FILE
+
+    @property
+    def hydra_record(self) -> Path:
+        """Hydra's own record of the job that started the run (``.hydra/``)."""
+        return self.path / HYDRA_DIR
 
     @property
     def predictions(self) -> Path:
@@ -184,6 +260,15 @@ class RunFolder:
     def save_config(self, cfg: DictConfig) -> None:
         OmegaConf.save(cfg, self.config, resolve=True)
 
+    def save_hydra_record(self, cfg: DictConfig, hydra: DictConfig, overrides: list[str]) -> None:
+        """What Hydra itself writes into ``.hydra/`` (the composed config as composed, Hydra's own settings,
+        the command line's overrides); the pipeline writes it once the run folder's checks have passed."""
+        folder = self.hydra_record
+        folder.mkdir(exist_ok=True)
+        OmegaConf.save(cfg, folder / HYDRA_CONFIG)
+        OmegaConf.save(OmegaConf.create({"hydra": hydra}), folder / HYDRA_SETTINGS)
+        OmegaConf.save(OmegaConf.create(overrides), folder / HYDRA_OVERRIDES)
+
     def read_config(self) -> DictConfig:
         """The run's recorded config.yaml, as saved (FileNotFoundError when the run has none)."""
         loaded = OmegaConf.load(self.config)
@@ -192,37 +277,51 @@ class RunFolder:
         return loaded
 
     def write_results(self, record: Mapping[str, Any]) -> None:
-        self.results.write_text(json.dumps(record, indent=2) + "\n")
+        """results.json, strict JSON (non-finite numbers as null, listed under ``nonfinite``)."""
+        _write_json_record(self.results, record)
 
     def read_results(self) -> dict[str, Any]:
-        """results.json as written (FileNotFoundError / json.JSONDecodeError for a missing or broken one)."""
-        return json.loads(self.results.read_text())
+        """results.json as written, non-finite numbers restored (FileNotFoundError / json.JSONDecodeError for
+        a missing or broken one)."""
+        return restore_nonfinite(json.loads(self.results.read_text()))
 
     def read_events(self) -> list[dict[str, Any]]:
-        """Every event of metrics.jsonl, in order; none when the run has not logged any (ValueError naming
-        the line for one that is not JSON)."""
+        """Every event of metrics.jsonl, in order, non-finite numbers restored; none when the run has not
+        logged any. A last line that is not JSON is a write a hard kill cut short: it is dropped with a
+        warning. Any other line that is not JSON is damage: ValueError naming the line."""
         if not self.metrics.exists():
             return []
+        lines = self.metrics.read_text(errors="replace").splitlines()
         events = []
-        with self.metrics.open() as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        events.append(json.loads(line))
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"{self.metrics}:{number}: not a JSON object ({error})") from error
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                events.append(restore_nonfinite(json.loads(line)))
+            except json.JSONDecodeError as error:
+                if number == len(lines):
+                    log.warning("%s:%d: dropped a half-written last line (%s)", self.metrics, number, error)
+                    break
+                raise ValueError(f"{self.metrics}:{number}: not a JSON object ({error})") from error
         return events
+
+    def write_events(self, events: list[Mapping[str, Any]]) -> None:
+        """Replace metrics.jsonl with ``events`` (strict JSON lines), atomically: a kill leaves the old or
+        the new file, never a mix."""
+        staging = self.metrics.with_name(self.metrics.name + CHECKPOINT_STAGING_SUFFIX)
+        staging.write_text("".join(strict_json(event) + "\n" for event in events))
+        staging.replace(self.metrics)
 
     def evaluation_records(self) -> list[tuple[Path, dict[str, Any]]]:
         """(folder, metrics.json) of every ``eval.py`` run of this run, oldest first."""
         return [
-            (path.parent, json.loads(path.read_text()))
+            (path.parent, restore_nonfinite(json.loads(path.read_text())))
             for path in sorted(self.evaluations.glob(f"*/{EVALUATION_RECORD}"))
         ]
 
 
 def write_evaluation_record(folder: Path, record: Mapping[str, Any]) -> Path:
-    """An ``eval.py`` run's scores, ``<folder>/metrics.json`` (docs/architecture.md)."""
+    """An ``eval.py`` run's scores, ``<folder>/metrics.json`` (docs/architecture.md), strict JSON."""
     path = folder / EVALUATION_RECORD
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    _write_json_record(path, record)
     return path

@@ -1,24 +1,25 @@
-"""Run logging: metrics.jsonl (and metrics.csv) in the run folder always, wandb when asked.
+"""Run logging: metrics.jsonl (and metrics.csv) in the run folder always, wandb when asked; train.log.
 
-Only rank 0 writes. wandb runs online when this machine is logged in and offline otherwise (the run folder
-can be synced later with ``wandb sync``), so ``logger=wandb`` never stops a run for want of a key.
+Only rank 0 writes. Events are strict JSON (a non-finite loss is written as null and flagged, see
+``run_folder.strict_json``). wandb runs online when this machine is logged in and offline otherwise (the run
+folder can be synced later with ``wandb sync``), so ``logger=wandb`` never stops a run for want of a key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import json
 import logging
 import netrc
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from lorma_exp.config import WandbConfig
-from lorma_exp.run_folder import RunFolder
+from lorma_exp.run_folder import RunFolder, strict_json
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,9 @@ class RunLogger:
         if not self.enabled:
             return
         with self.run.metrics.open("a") as handle:
-            handle.write(json.dumps(event) + "\n")
+            handle.write(strict_json(event) + "\n")
         if self.wandb_run is not None:
-            prefix = "train" if event["event"] == "train" else f"eval/{event.get('split', '')}"
+            prefix = f"eval/{event.get('split', '')}" if event["event"] == "eval" else event["event"]
             values = {
                 f"{prefix}/{key}": value
                 for key, value in event.items()
@@ -122,13 +123,13 @@ class RunLogger:
             }
             self.wandb_run.log(values, step=event["step"])
 
-    def truncate_after(self, step: int) -> None:
-        """Drop events newer than ``step`` (logged by an interrupted run after its last checkpoint)."""
-        if not self.enabled:
+    def truncate_after(self, step: int | None) -> None:
+        """Drop the events a resumed run logs again: those after its checkpoint's ``step`` (an interrupted
+        run logged them after its last checkpoint), or all of them when it starts over (``None``)."""
+        if not self.enabled or not self.run.metrics.exists():
             return
-        kept = [event for event in self.run.read_events() if event["step"] <= step]
-        with self.run.metrics.open("w") as handle:
-            handle.writelines(json.dumps(event) + "\n" for event in kept)
+        kept = [] if step is None else [event for event in self.run.read_events() if event["step"] <= step]
+        self.run.write_events(kept)
 
     def write_csv(self) -> Path | None:
         """metrics.csv: the same events as metrics.jsonl, one column per key."""
@@ -149,3 +150,61 @@ class RunLogger:
             publish_results(self.wandb_run, results)
             self.wandb_run.finish()
             self.wandb_run = None
+
+
+class RunLog(logging.Handler):
+    """Copies this process's log records into the run's train.log, once :meth:`open` says every check on
+    the run has passed; until then it holds them in memory (a refused run leaves the folder as it was).
+
+    Hydra's own log file is turned off (conf/hydra/job_logging/run_folder.yaml); the file takes the format
+    of the console handler Hydra set up, when there is one. A resumed run appends to its train.log.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._held: list[logging.LogRecord] = []
+        self._file: logging.FileHandler | None = None
+        console = next(
+            (h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler and h.formatter),
+            None,
+        )
+        if console is not None:
+            self.setFormatter(console.formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._file is None:
+            self._held.append(record)
+        else:
+            self._file.emit(record)
+
+    def open(self) -> None:
+        """Write the records held so far to train.log, and every later one as it comes."""
+        if self._file is not None:
+            return
+        self._file = logging.FileHandler(self.path)
+        self._file.setFormatter(self.formatter)
+        for record in self._held:
+            self._file.emit(record)
+        self._held.clear()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
+@contextlib.contextmanager
+def run_log(path: Path, enabled: bool) -> Iterator[RunLog | None]:
+    """A :class:`RunLog` on the root logger while the block runs (None where ``enabled`` is false)."""
+    if not enabled:
+        yield None
+        return
+    handler = RunLog(path)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        handler.close()

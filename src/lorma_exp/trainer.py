@@ -6,16 +6,22 @@ Design choices that make runs reproducible and resumable:
   so a 2-process run sees the same global batches as a 1-process run with twice the accumulation.
 - The loss of a chunk is its summed loss over the number of examples (or target tokens) in the whole
   global batch, so the gradient is the global mean whatever the split.
-- The random state for dropout is re-seeded from ``(seed, step, rank)`` before every optimizer step, so a
-  resumed run draws the same masks as an uninterrupted one without storing RNG states.
+- The random state (dropout) is re-seeded before every chunk's forward pass from ``(seed, step, chunk)``,
+  the chunk being the chunk's place in the global batch: an example draws the same masks whichever rank
+  and micro-step it falls on, so any world size × accumulation split of a global batch trains the same
+  model, and a resumed run draws the same masks as an uninterrupted one without storing RNG states.
 - SIGINT / SIGTERM (Ctrl-C, SLURM pre-emption) finish the current step, write a checkpoint and stop; a
-  run restarted with ``resume=true`` continues from it and ends with the same metrics.
+  run restarted with ``resume=true`` continues from it and ends with the same metrics. Checkpoints are
+  also written every ``trainer.checkpoint_every_steps`` steps and ``trainer.checkpoint_every_minutes``
+  minutes, in files that survive a hard kill (:mod:`lorma_exp.checkpoints`).
+- A non-finite loss or gradient norm never reaches the weights: the run stops there as diverged
+  (``trainer.on_nonfinite=stop``) or drops that optimizer step (``skip_step``, up to
+  ``trainer.max_skipped_steps``); weights that are not finite are never saved.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import math
 import shutil
@@ -31,33 +37,42 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from lorma_exp.config import EvalStrategy, Precision, Scheduler, TrainerConfig
+from lorma_exp.checkpoints import newest_checkpoint, read_checkpoint, write_checkpoint
+from lorma_exp.config import (
+    ConfigError,
+    EvalStrategy,
+    NonFinite,
+    Precision,
+    Scheduler,
+    TrainerConfig,
+    check_precision,
+)
 from lorma_exp.data.base import IGNORE_INDEX, Batch, TaskData
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
-from lorma_exp.run_folder import CONFIG_FILE, TRAIN_SPLIT, RunFolder
+from lorma_exp.run_folder import TRAIN_SPLIT, RunFolder
 from lorma_exp.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 
-
-def compile_toolchain_problem(device: torch.device) -> str | None:
-    """Why `torch.compile` (inductor) cannot generate code for `device` here, or None when it can: on a
-    CPU it needs a C++ compiler, on a GPU the triton package."""
-    if device.type == "cuda":
-        if importlib.util.find_spec("triton") is None:
-            return "on a GPU inductor needs the triton package, which is not installed (pip install triton)"
-        return None
-    from torch._inductor import cpp_builder
-
-    try:
-        cpp_builder.get_cpp_compiler()
-    except Exception as error:  # inductor's own search, whatever it raises
-        return f"on a CPU inductor needs a C++ compiler (g++, or one named by $CXX): {error}"
-    return None
+# Spreads the per-chunk seeds of one step apart: seed + step + CHUNK_SEED_STRIDE · chunk.
+CHUNK_SEED_STRIDE = 1_000_003
 
 
 class TrainingInterrupted(RuntimeError):
     """Raised after a signal stopped training and the checkpoint to resume from was written."""
+
+
+@dataclass
+class Divergence:
+    """Where and why a run stopped for a non-finite value (results.json's ``divergence``)."""
+
+    step: int
+    reason: str
+    loss: float | None = None
+    grad_norm: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "reason": self.reason, "loss": self.loss, "grad_norm": self.grad_norm}
 
 
 @dataclass
@@ -83,6 +98,12 @@ class TrainResult:
     initial: EvalRecord | None = None
     resumed_from_step: int = 0
     losses: list[tuple[int, float]] = field(default_factory=list)
+    skipped_steps: list[int] = field(default_factory=list)
+    divergence: Divergence | None = None
+
+    @property
+    def status(self) -> str:
+        return "finished" if self.divergence is None else "diverged"
 
 
 def batch_plan(num_rows: int, global_batch: int, chunks: int, seed: int, epoch: int) -> list[list[list[int]]]:
@@ -134,6 +155,38 @@ def summed_loss(
         label_smoothing=label_smoothing,
         reduction="sum",
     )
+
+
+def chunk_seed(seed: int, step: int, chunk: int) -> int:
+    """The random seed of chunk ``chunk`` (its place in the global batch) at optimizer step ``step`` (from 0)."""
+    return seed + step + CHUNK_SEED_STRIDE * chunk
+
+
+def schedule_change_error(
+    scheduler: Scheduler, warmup_ratio: float, warmup_steps: int, recorded_total: int, total: int, step: int
+) -> str | None:
+    """Why resuming at ``step`` with ``total`` steps instead of ``recorded_total`` would not equal a run
+    started with ``total`` steps; None when it would.
+
+    Everything but the learning rate is independent of the run's length (data order, dropout, evaluations
+    on the way), so the resumed run is exact when every rate already used, and the one logged at ``step``,
+    is the rate the new length gives at that step.
+    """
+    if total <= step:
+        return f"the checkpoint is at step {step}, past the {total} steps asked for"
+
+    def factors(length: int) -> list[float]:
+        warmup = min(warmup_steps or math.ceil(warmup_ratio * length), length)
+        factor = lr_lambda(scheduler, warmup, length)
+        return [factor(index) for index in range(step + 1)]
+
+    if factors(recorded_total) != factors(total):
+        return (
+            f"the learning-rate schedule ({scheduler}, warm-up {warmup_steps or warmup_ratio}) of a "
+            f"{recorded_total}-step run set rates for its first {step} steps that a {total}-step schedule "
+            "sets differently (only trainer.scheduler=constant with a fixed warm-up can change length)"
+        )
+    return None
 
 
 def loss_count(problem: str, labels: torch.Tensor) -> int:
@@ -223,10 +276,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(settings.scheduler, self.warmup_steps, self.total_steps)
         )
-        use_fp16 = settings.precision == Precision.fp16
-        if use_fp16 and env.device.type != "cuda":
-            raise ValueError("trainer.precision=fp16 needs a GPU. Use trainer.precision=bf16 or fp32 on CPU.")
-        self.scaler = torch.amp.GradScaler(env.device.type, enabled=use_fp16)
+        check_precision(settings.precision, env.device.type)
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=settings.precision == Precision.fp16)
         self.autocast_dtype = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}.get(
             settings.precision
         )
@@ -240,12 +291,16 @@ class Trainer:
         if settings.compile:
             self.wrapped = torch.compile(self.wrapped)
         self.step = 0
+        self.resumed_from: int | None = None
         self.best: EvalRecord | None = None
         self.initial: EvalRecord | None = None
         self.last_eval: EvalRecord | None = None
         self.losses: list[tuple[int, float]] = []
-        self._pending_loss = [0.0, 0]  # summed mean-losses and steps since the last log line
+        self.skipped_steps: list[int] = []
+        # since the last log line: summed mean losses and steps (applied ones), the last gradient norm
+        self._pending_loss: list[Any] = [0.0, 0, None]
         self._stop = _StopRequest()
+        self._last_checkpoint_time = time.monotonic()
 
     @property
     def chunks(self) -> int:
@@ -285,45 +340,69 @@ class Trainer:
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu() for name, p in self.model.named_parameters() if p.requires_grad}
 
+    def _weights_are_finite(self) -> bool:
+        """Whether every trained weight is finite (checked before any weights or checkpoint are written)."""
+        checks = [torch.isfinite(p.detach()).all() for p in self.parameters]
+        return bool(torch.stack(checks).all())
+
     def save_checkpoint(self) -> None:
-        """Write the resume state atomically (a half-written checkpoint never replaces a good one)."""
+        """Write the resume state (:mod:`lorma_exp.checkpoints`: a kill at any moment leaves a good copy)."""
         if self.env.is_main:
-            target = self.run.last_checkpoint
-            staging = target.with_name(f"{target.name}.tmp")
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            state = {
-                "step": self.step,
-                "trainable": self._trainable_state(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "best": self.best,
-                "initial": self.initial,
-                "last_eval": self.last_eval,
-                "losses": self.losses,
-                "pending_loss": self._pending_loss,
-                "total_steps": self.total_steps,
-            }
-            torch.save(state, staging / self.run.checkpoint_state.name)
-            old = target.with_name(f"{target.name}.old")
-            if target.exists():
-                target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
+            write_checkpoint(
+                self.run,
+                {
+                    "step": self.step,
+                    "trainable": self._trainable_state(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "best": self.best,
+                    "initial": self.initial,
+                    "last_eval": self.last_eval,
+                    "losses": self.losses,
+                    "pending_loss": self._pending_loss,
+                    "skipped_steps": self.skipped_steps,
+                    "total_steps": self.total_steps,
+                    "global_batch": self.global_batch,
+                    "chunks": self.chunks,
+                },
+            )
+        self._last_checkpoint_time = time.monotonic()
         barrier(self.env)
 
-    def load_checkpoint(self) -> bool:
-        """Restore the resume state if the run folder has one; True when it did."""
-        path = self.run.checkpoint_state
-        if not path.exists():
-            return False
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state["total_steps"] != self.total_steps:
-            raise ValueError(
-                f"resume: the checkpoint in {path.parent} was made for {state['total_steps']} steps, this "
-                f"config gives {self.total_steps}. Resume with the run's own {CONFIG_FILE} settings."
+    def restore(self) -> int | None:
+        """Load the newest complete checkpoint of the run folder; returns its step (None: there is none).
+
+        A checkpoint of another global batch is refused, and one of another length unless the resumed run
+        equals a run started with the new length (:func:`schedule_change_error`): ConfigError.
+        """
+        path = newest_checkpoint(self.run)
+        if path is None:
+            return None
+        state = read_checkpoint(path)
+        recorded_batch = (state.get("global_batch", self.global_batch), state.get("chunks", self.chunks))
+        if recorded_batch != (self.global_batch, self.chunks):
+            raise ConfigError(
+                f"trainer.batch_size: the checkpoint in {path.parent} was made with global batches of "
+                f"{recorded_batch[0]} rows in {recorded_batch[1]} chunks; this launch gives {self.global_batch} "
+                f"in {self.chunks}. Resume with the same number of processes, or set trainer.global_batch_size."
             )
+        if state["total_steps"] != self.total_steps:
+            settings = self.settings
+            problem = schedule_change_error(
+                settings.scheduler,
+                settings.warmup_ratio,
+                settings.warmup_steps,
+                state["total_steps"],
+                self.total_steps,
+                state["step"],
+            )
+            if problem is not None:
+                raise ConfigError(
+                    f"trainer.epochs: the run was made for {state['total_steps']} steps and this config gives "
+                    f"{self.total_steps}, but {problem}. Resume with the run's own length, or start a new run."
+                )
+            log.info("Resuming with %d steps instead of %d", self.total_steps, state["total_steps"])
         named = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in state["trainable"].items():
@@ -331,11 +410,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.step = state["step"]
+        self.step = self.resumed_from = state["step"]
         self.best, self.initial, self.last_eval = state["best"], state["initial"], state["last_eval"]
         self.losses = state["losses"]
-        self._pending_loss = state["pending_loss"]
-        return True
+        pending = list(state["pending_loss"])
+        self._pending_loss = pending + [None] * (3 - len(pending))  # checkpoints before 0.2 kept two fields
+        self.skipped_steps = state.get("skipped_steps", [])
+        return self.step
 
     # ---- evaluation --------------------------------------------------------------------------------
     def evaluate(self) -> EvalRecord:
@@ -373,7 +454,7 @@ class Trainer:
             and not math.isnan(main)
             and (best_main is None or (main > best_main if evaluator.greater_is_better else main < best_main))
         )
-        if self.step > 0 and improved:
+        if self.step > 0 and improved and self._weights_are_finite():
             self.best = record
             if self.env.is_main:
                 self.save_model(self.model, self.run.best_weights(self.weights_name))
@@ -398,16 +479,20 @@ class Trainer:
             yield from plan[offset:]
             epoch, offset = epoch + 1, 0
 
-    def _train_step(self, chunks: list[list[int]]) -> tuple[float, float]:
-        """One optimizer step over this rank's micro-batches; returns (global mean loss, grad norm)."""
-        torch.manual_seed(self.seed + 1_000_003 * self.env.rank + self.step)
+    def _train_step(self, chunks: list[list[int]]) -> tuple[float, float, bool]:
+        """One optimizer step over this rank's micro-batches: (global mean loss, grad norm, applied).
+
+        The update is applied only when the loss and the gradient norm are finite (with fp16, the grad
+        scaler skips steps whose scaled gradients overflowed, as usual; only the loss decides there).
+        """
         rank, world = self.env.rank, self.env.world_size
-        mine = [chunks[m * world + rank] for m in range(self.grad_accum)]
-        batches: list[Batch] = [self.task.collate([self.task.train[i] for i in rows]) for rows in mine]
+        mine = [m * world + rank for m in range(self.grad_accum)]
+        batches: list[Batch] = [self.task.collate([self.task.train[i] for i in chunks[c]]) for c in mine]
         count = torch.tensor(float(sum(loss_count(self.task.problem, b["labels"]) for b in batches)))
         total_count = all_reduce_sum(count, self.env).item()
         loss_sum = torch.zeros((), device=self.env.device)
-        for micro, batch in enumerate(batches):
+        for micro, (chunk, batch) in enumerate(zip(mine, batches, strict=True)):
+            torch.manual_seed(chunk_seed(self.seed, self.step, chunk))
             labels = batch.pop("labels").to(self.env.device)
             inputs = {key: value.to(self.env.device) for key, value in batch.items()}
             last = micro == len(batches) - 1
@@ -416,32 +501,71 @@ class Trainer:
                 with self._autocast():
                     logits = self.wrapped(**inputs).logits
                 loss = summed_loss(self.task.problem, logits, labels, self.settings.label_smoothing)
+                # DDP averages gradients over ranks: `* world` makes the sum the global mean's gradient
                 self.scaler.scale(loss * world / max(total_count, 1.0)).backward()
             loss_sum += loss.detach()
+        mean_loss = all_reduce_sum(loss_sum.float().cpu(), self.env).item() / max(total_count, 1.0)
         self.scaler.unscale_(self.optimizer)
         max_norm = self.settings.max_grad_norm or float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, max_norm))
-        self.scaler.step(self.optimizer)
+        applied = math.isfinite(mean_loss) and (self.scaler.is_enabled() or math.isfinite(grad_norm))
+        if applied:
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        mean_loss = all_reduce_sum(loss_sum.float().cpu(), self.env).item() / max(total_count, 1.0)
-        return mean_loss, grad_norm
+        return mean_loss, grad_norm, applied
 
-    def _stop_requested(self) -> bool:
-        flag = torch.tensor(float(self._stop.requested))
-        return all_reduce_sum(flag, self.env).item() > 0
+    def _control_flags(self) -> tuple[bool, bool]:
+        """(stop requested, time-based checkpoint due), agreed by every rank (rank 0's clock decides)."""
+        minutes = self.settings.checkpoint_every_minutes
+        due = (
+            self.env.is_main and minutes > 0 and time.monotonic() - self._last_checkpoint_time >= 60 * minutes
+        )
+        flags = all_reduce_sum(torch.tensor([float(self._stop.requested), float(due)]), self.env)
+        return bool(flags[0] > 0), bool(flags[1] > 0)
 
-    def fit(self, resume: bool = False) -> TrainResult:
-        """Train to ``total_steps``, evaluating and checkpointing on schedule."""
+    def _nonfinite_step(self, loss: float, grad_norm: float) -> Divergence | None:
+        """Record a step whose update was dropped; the divergence that stops the run, if it does."""
+        step = self.step + 1
+        skip = self.settings.on_nonfinite == NonFinite.skip_step
+        stops = not skip or len(self.skipped_steps) >= self.settings.max_skipped_steps
+        self.logger.log(
+            {
+                "event": "nonfinite",
+                "step": step,
+                "epoch": self.epoch_of(step),
+                "loss": loss,
+                "grad_norm": grad_norm,
+                "action": "stop" if stops else "skip_step",
+            }
+        )
+        if stops:
+            reason = "non-finite loss" if not math.isfinite(loss) else "non-finite gradient norm"
+            if skip:
+                reason += f" after {len(self.skipped_steps)} skipped steps (trainer.max_skipped_steps)"
+            return Divergence(step, reason, loss, grad_norm)
+        self.skipped_steps.append(step)
+        log.warning("step %d: loss %s, gradient norm %s: skipped this optimizer step", step, loss, grad_norm)
+        return None
+
+    def divergence_message(self, divergence: Divergence) -> str:
+        """One line: where, what, and what to change."""
+        settings = self.settings
+        remedy = (
+            f"Lower trainer.lr (now {settings.lr:g}) or trainer.max_grad_norm (now {settings.max_grad_norm:g})"
+            if settings.max_grad_norm
+            else f"Lower trainer.lr (now {settings.lr:g}) or enable gradient clipping (trainer.max_grad_norm=1.0)"
+        )
+        return (
+            f"diverged at step {divergence.step}: {divergence.reason} (loss {divergence.loss}, gradient norm "
+            f"{divergence.grad_norm}). {remedy}; trainer.on_nonfinite=skip_step drops such steps instead."
+        )
+
+    def fit(self) -> TrainResult:
+        """Train to ``total_steps`` from step 0 or from :meth:`restore`'s step, evaluating and checkpointing
+        on schedule; stops early, as diverged, at a non-finite loss or gradient norm."""
         started = time.perf_counter()
-        resumed_from = 0
-        if resume and self.load_checkpoint():
-            resumed_from = self.step
-            self.logger.truncate_after(self.step)
-            log.info("Resumed from step %d of %d", self.step, self.total_steps)
-        elif resume:
-            log.info("resume=true but %s has no checkpoint: starting from step 0", self.run.path)
         log.info(
             "Training %d steps (%.2f epochs of %d steps; global batch %d = %d per device × %d accumulation × "
             "%d processes), %d warm-up steps",
@@ -467,44 +591,38 @@ class Trainer:
             dynamic_ncols=True,
         )
         batches = self._global_batches(self.step)
+        divergence: Divergence | None = None
         with self._stop.installed():
             while self.step < self.total_steps:
-                loss, grad_norm = self._train_step(next(batches))
+                loss, grad_norm, applied = self._train_step(next(batches))
+                if not applied:
+                    divergence = self._nonfinite_step(loss, grad_norm)
+                    if divergence is not None:
+                        break
                 self.step += 1
                 bar.update(1)
-                self._record_loss(loss, grad_norm)
+                self._record_loss(loss, grad_norm, applied)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-                if self._should_evaluate(self.step):
-                    record = self.evaluate()
-                    self.wrapped.train()
-                    main_metric = self.task.evaluator.main_metric
-                    log.info(
-                        "step %d (epoch %.2f): %s = %s",
-                        self.step,
-                        record.epoch,
-                        main_metric,
-                        record.metrics.get(main_metric),
-                    )
-                    if (
-                        self.settings.snapshot_every_epoch
-                        and self.step % self.steps_per_epoch == 0
-                        and self.env.is_main
-                    ):
-                        self.save_model(self.model, self.run.snapshot(self.step // self.steps_per_epoch))
-                    if self.step < self.total_steps:
-                        self.save_checkpoint()
-                elif (
-                    self.settings.checkpoint_every_steps
-                    and self.step % self.settings.checkpoint_every_steps == 0
-                ):
+                evaluated = self._should_evaluate(self.step)
+                if evaluated:
+                    self._evaluate_on_schedule()
+                stop, time_due = self._control_flags()
+                if self.step == self.total_steps:
+                    break
+                every = self.settings.checkpoint_every_steps
+                if evaluated or stop or time_due or (every and self.step % every == 0):
+                    if not self._weights_are_finite():
+                        divergence = Divergence(self.step, "non-finite weights after the update")
+                        break
                     self.save_checkpoint()
-                if self.step < self.total_steps and self._stop_requested():
-                    self.save_checkpoint()
+                if stop:
                     bar.close()
                     raise TrainingInterrupted(
                         f"stopped at step {self.step}; continue with: resume=true run_dir={self.run.path}"
                     )
         bar.close()
+        if divergence is None and not self._weights_are_finite():
+            divergence = Divergence(self.step, "non-finite weights after the update")
         return TrainResult(
             steps=self.step,
             epochs=self.epoch_of(self.step),
@@ -513,15 +631,40 @@ class Trainer:
             best=self.best,
             final=self.last_eval,
             initial=self.initial,
-            resumed_from_step=resumed_from,
+            resumed_from_step=self.resumed_from or 0,
             losses=self.losses,
+            skipped_steps=self.skipped_steps,
+            divergence=divergence,
         )
 
-    def _record_loss(self, loss: float, grad_norm: float) -> None:
-        self._pending_loss[0] += loss
-        self._pending_loss[1] += 1
-        if self.step % self.settings.log_every == 0 or self.step == self.total_steps:
-            mean = self._pending_loss[0] / self._pending_loss[1]
+    def _evaluate_on_schedule(self) -> None:
+        record = self.evaluate()
+        self.wrapped.train()
+        main_metric = self.task.evaluator.main_metric
+        log.info(
+            "step %d (epoch %.2f): %s = %s",
+            self.step,
+            record.epoch,
+            main_metric,
+            record.metrics.get(main_metric),
+        )
+        at_epoch_end = self.step % self.steps_per_epoch == 0
+        if (
+            self.settings.snapshot_every_epoch
+            and at_epoch_end
+            and self.env.is_main
+            and self._weights_are_finite()
+        ):
+            self.save_model(self.model, self.run.snapshot(self.step // self.steps_per_epoch))
+
+    def _record_loss(self, loss: float, grad_norm: float, applied: bool) -> None:
+        """Log the mean loss of the applied steps every ``log_every`` steps (a skipped step adds nothing;
+        the gradient norm logged is the last applied step's)."""
+        if applied:
+            self._pending_loss = [self._pending_loss[0] + loss, self._pending_loss[1] + 1, grad_norm]
+        logged_steps = self._pending_loss[1]
+        if logged_steps and (self.step % self.settings.log_every == 0 or self.step == self.total_steps):
+            mean = self._pending_loss[0] / logged_steps
             self.losses.append((self.step, mean))
             self.logger.log(
                 {
@@ -530,10 +673,10 @@ class Trainer:
                     "epoch": self.epoch_of(self.step),
                     "loss": mean,
                     "lr": self.scheduler.get_last_lr()[0],
-                    "grad_norm": grad_norm,
+                    "grad_norm": self._pending_loss[2],
                 }
             )
-            self._pending_loss = [0.0, 0]
+            self._pending_loss = [0.0, 0, None]
 
     def finish(self) -> None:
         """Remove the resume state of a finished run (results.json now marks it done)."""

@@ -46,3 +46,33 @@ def tiny_run_overrides(tiny_bert_dir: Path, tmp_path: Path) -> list[str]:
         "trainer.progress_bar=false",
         f"run_dir={tmp_path / 'run'}",
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_with_dropout_dir(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> Path:
+    """The tiny BERT with BERT's usual dropout (0.1 on hidden states and attention probabilities)."""
+    folder = tmp_path_factory.mktemp("tiny_bert_dropout")
+    model = BertForSequenceClassification.from_pretrained(
+        tiny_bert_dir, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1
+    )
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def dropout_run_overrides(tiny_bert_with_dropout_dir: Path) -> list[str]:
+    """A run of a few seconds on the tiny BERT with dropout: 12 steps of 8 rows, a checkpoint every 4."""
+    return [
+        f"model.name_or_path={tiny_bert_with_dropout_dir}",
+        "data.num_examples=72",
+        "data.max_length=32",
+        "trainer.batch_size=4",
+        "trainer.grad_accum=2",
+        "trainer.eval_batch_size=32",
+        "trainer.epochs=2",
+        "trainer.log_every=1",
+        "trainer.checkpoint_every_steps=4",
+        "trainer.lr=2e-3",
+        "trainer.progress_bar=false",
+    ]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,8 @@ from lorma_exp.distributed import init_distributed
 from lorma_exp.methods import method_for
 from lorma_exp.models import load_backbone, load_tokenizer
 from lorma_exp.run_folder import RunFolder
+
+from .helpers import comparable, interrupting_collate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -64,38 +64,16 @@ def test_each_method_trains_and_writes_a_complete_run_folder(compose_train, tiny
         assert counts["adapter"] > 0 and counts["head"] > 0
 
 
-def _comparable(events: list[dict]) -> list[dict]:
-    """Events without wall-clock fields, floats rounded to 6 significant digits."""
-    return [
-        {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in event.items() if k != "time_s"}
-        for event in events
-    ]
-
-
-def _interrupting_collate(after_calls: int):
-    """A collate that sends this process SIGINT on its n-th call, like a Ctrl-C during training."""
-    original = PaddingCollator.__call__
-    calls = {"n": 0}
-
-    def collate(self, rows):
-        calls["n"] += 1
-        if calls["n"] == after_calls:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, rows)
-
-    return collate
-
-
 def test_an_interrupted_run_resumes_to_the_same_result(
-    compose_train, tiny_run_overrides, tmp_path, monkeypatch
+    compose_train, dropout_run_overrides, tmp_path, monkeypatch
 ):
-    common = [*tiny_run_overrides[:-1], "trainer.epochs=3", "trainer.checkpoint_every_steps=4"]
+    common = [*dropout_run_overrides, "trainer.epochs=3"]
     straight = compose_train(*common, f"run_dir={tmp_path / 'straight'}")
     expected = pipeline.train(straight)
 
     resumed_dir = tmp_path / "resumed"
     with monkeypatch.context() as patch:
-        patch.setattr(PaddingCollator, "__call__", _interrupting_collate(after_calls=17))
+        patch.setattr(PaddingCollator, "__call__", interrupting_collate(after_calls=17))
         with pytest.raises(SystemExit) as stopped:
             pipeline.train(compose_train(*common, f"run_dir={resumed_dir}"))
     assert stopped.value.code == 130
@@ -111,7 +89,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(
     for key in ("best", "final", "initial"):
         assert resumed[key] == expected[key]
     assert resumed["train"]["final_loss"] == pytest.approx(expected["train"]["final_loss"], rel=1e-6)
-    assert _comparable(RunFolder(resumed_dir).read_events()) == _comparable(
+    assert comparable(RunFolder(resumed_dir).read_events()) == comparable(
         RunFolder(tmp_path / "straight").read_events()
     )
 

@@ -4,6 +4,8 @@ folder and files are named after what its method has."""
 from __future__ import annotations
 
 import ast
+import json
+import math
 import re
 from pathlib import Path
 
@@ -23,6 +25,7 @@ FILE_NAMES = {
     run_folder.WANDB_ID_FILE,
     run_folder.CHECKPOINT_STATE,
     run_folder.EVALUATION_RECORD,
+    run_folder.LOCK_FILE,
 }
 FOLDER_NAMES = {
     run_folder.CHECKPOINTS_DIR,
@@ -117,9 +120,24 @@ def test_the_end_of_training_weights_are_told_apart(weights, final):
     assert is_final_weights(weights) is final
 
 
-def test_events_name_the_line_that_is_not_json(tmp_path):
+def test_events_name_a_line_that_is_not_json_and_drop_a_half_written_last_line(tmp_path, caplog):
     run = RunFolder(tmp_path)
     assert run.read_events() == []
-    run.metrics.write_text('{"event": "train", "step": 1}\n\n{"event": \n')
+    run.metrics.write_text('{"event": "train", "step": 1}\n\n{"event": \n{"event": "train", "step": 2}\n')
     with pytest.raises(ValueError, match=r"metrics\.jsonl:3: not a JSON object"):
         run.read_events()
+    run.metrics.write_text('{"event": "train", "step": 1}\n{"event": "train", "st')  # a kill mid-write
+    assert run.read_events() == [{"event": "train", "step": 1}]
+    assert "metrics.jsonl:2: dropped a half-written last line" in caplog.text
+
+
+def test_records_are_strict_json_and_read_back_with_their_non_finite_numbers(tmp_path):
+    run = RunFolder(tmp_path)
+    record = {"final": {"metrics": {"pearson": float("nan"), "mse": 0.5}}, "losses": [1.0, float("-inf")]}
+    run.write_results(record)
+    written = json.loads(run.results.read_text(), parse_constant=lambda constant: pytest.fail(constant))
+    assert written["final"]["metrics"]["pearson"] is None and written["losses"] == [1.0, None]
+    assert written["nonfinite"] == {"final.metrics.pearson": "nan", "losses.1": "-inf"}
+    restored = run.read_results()
+    assert math.isnan(restored["final"]["metrics"]["pearson"]) and restored["losses"][1] == float("-inf")
+    assert "nonfinite" not in restored

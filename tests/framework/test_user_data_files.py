@@ -168,7 +168,8 @@ def test_validation_columns_may_differ_where_they_are_not_used(compose_train, ti
 
 def test_string_labels_keep_their_ids_from_training_to_eval(compose_train, tiny_run_overrides, tmp_path):
     names = ["negative", "positive"]
-    rows = [(f"review number {index}", names[index % 2]) for index in range(24)]
+    words = ["awful dreadful boring", "wonderful moving brilliant"]
+    rows = [(f"{words[index % 2]} review {index}", names[index % 2]) for index in range(24)]
     train = _csv(tmp_path / "train.csv", rows)
     validation = _csv(tmp_path / "dev.csv", rows[:8])
     cfg = compose_train(
@@ -176,9 +177,13 @@ def test_string_labels_keep_their_ids_from_training_to_eval(compose_train, tiny_
         "task=text_classification",
         f"data.train_file={train}",
         f"data.validation_file={validation}",
-        "trainer.max_steps=2",
+        "trainer.max_steps=30",
+        "trainer.lr=5e-2",
+        "trainer.eval_before_training=true",
     )
     record = pipeline.train(cfg)
+    # training moved the scores, so an evaluation that forgot the trained weights could not match them
+    assert record["final"]["metrics"] != record["initial"]["metrics"]
     run_dir = Path(cfg.run_dir)
     assert json.loads((run_dir / LABELS_FILE).read_text()) == names
     # The training file changes afterwards: "negative" is gone, so reading its labels again would give

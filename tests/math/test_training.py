@@ -14,13 +14,14 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from lorma_exp import pipeline
-from lorma_exp.config import MethodConfig, ModelConfig, Problem
+from lorma_exp.config import EvalConfig, MethodConfig, ModelConfig, Problem
 from lorma_exp.distributed import DistEnv
 from lorma_exp.methods import method_for
 from lorma_exp.metrics.suites import MATHS
 from lorma_exp.models import load_backbone
 from lorma_exp.trainer import Trainer
 
+from ..untrained import hypotheses, untrained_hypotheses
 from .maths_samples import GSM8K_ROWS, write_json_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +88,10 @@ def test_gradient_checkpointing_trains_the_adapters_exactly_as_without_it(tiny_l
         torch.testing.assert_close(checkpointed[name], gradient, rtol=1e-5, atol=1e-7)
 
 
+# One step at a learning rate that moves the tiny model's greedy decoding away from the untrained model's.
+TRAINED_ENOUGH = ("trainer.max_steps=1", "trainer.lr=5e-2")
+
+
 def _tiny_run(compose_train, tiny_llama_dir: Path, run_dir: Path, *overrides: str):
     return compose_train(
         "task=gsm_symbolic",
@@ -127,7 +132,7 @@ def test_a_maths_run_trains_generates_scores_and_saves_judged_predictions(
 
 def test_eval_scores_a_trained_run_on_gsm8k_through_the_command_line(compose_train, tiny_llama_dir, tmp_path):
     run_dir = tmp_path / "run"
-    pipeline.train(_tiny_run(compose_train, tiny_llama_dir, run_dir, "trainer.max_steps=1"))
+    pipeline.train(_tiny_run(compose_train, tiny_llama_dir, run_dir, *TRAINED_ENOUGH))
     test_file = write_json_lines(tmp_path / "gsm8k_test.jsonl", GSM8K_ROWS)
     command = [sys.executable, "eval.py", f"run_dir={run_dir}", "task=gsm8k", f"+data.test_file={test_file}"]
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -143,12 +148,22 @@ def test_eval_scores_a_trained_run_on_gsm8k_through_the_command_line(compose_tra
     rows = [json.loads(line) for line in (metrics_file.parent / "test.jsonl").open()]
     assert [row["reference"] for row in rows] == ["72", "10", "1500"]
     assert all(set(row) >= JUDGED_FIELDS for row in rows)
+    options = EvalConfig(run_dir=str(run_dir), task="gsm8k", data={"test_file": str(test_file)})
+    untrained = untrained_hypotheses(run_dir, options, "test", tmp_path / "untrained")
+    assert hypotheses(metrics_file.parent, "test") != untrained  # the trained adapter was scored
 
 
 def test_eval_in_process_matches_the_runs_own_final_score(compose_train, tiny_llama_dir, tmp_path):
     run_dir = tmp_path / "run"
-    record = pipeline.train(_tiny_run(compose_train, tiny_llama_dir, run_dir, "trainer.max_steps=1"))
+    record = pipeline.train(_tiny_run(compose_train, tiny_llama_dir, run_dir, *TRAINED_ENOUGH))
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf" / "eval"), version_base="1.3"):
         options = compose("eval", overrides=[f"run_dir={run_dir}"])
     scores = pipeline.evaluate(options)
     assert scores["validation"] == pytest.approx(record["final"]["metrics"])
+    (evaluation,) = (run_dir / "evals").iterdir()
+    trained = hypotheses(run_dir / "predictions", "validation")
+    assert hypotheses(evaluation, "validation") == trained
+    untrained = untrained_hypotheses(
+        run_dir, EvalConfig(run_dir=str(run_dir)), "validation", tmp_path / "base"
+    )
+    assert trained != untrained  # so an evaluation that dropped the adapter could not pass

@@ -16,11 +16,19 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from lorma_exp import pipeline
+from lorma_exp.config import EvalConfig
 from lorma_exp.run_folder import RunFolder
+
+from ..untrained import hypotheses, untrained_hypotheses
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 E2E_METRICS = {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}
+
+
+# A scale and rate at which 2 epochs change what the tiny model decodes (at the defaults it decodes "" before
+# and after training, and an evaluation that forgot the adapter would reproduce it).
+TRAINED_ENOUGH = ("alpha=64", "trainer.lr=2e-1")
 
 
 def _tiny_run(tiny_gpt2_dir: Path, run_dir: Path, *overrides: str) -> list[str]:
@@ -60,6 +68,7 @@ def test_e2e_from_the_release_files_trains_decodes_scores_and_rescores(
             "trainer.epochs=2",
             "trainer.eval_strategy=no",
             "trainer.label_smoothing=0.1",
+            *TRAINED_ENOUGH,
         ),
     )
     record = pipeline.train(cfg)
@@ -84,6 +93,8 @@ def test_e2e_from_the_release_files_trains_decodes_scores_and_rescores(
         assert saved == (run_dir / "predictions" / f"{split}.hyp.txt").read_text()
         rows = [json.loads(line) for line in (evaluation / f"{split}.jsonl").read_text().splitlines()]
         assert [row["hypothesis"] for row in rows] == saved.splitlines()
+    untrained = untrained_hypotheses(run_dir, EvalConfig(run_dir=str(run_dir)), "test", tmp_path / "base")
+    assert hypotheses(run_dir / "predictions", "test") != untrained  # only the trained adapter gives them
 
 
 @pytest.mark.slow
@@ -91,13 +102,17 @@ def test_eval_py_on_the_command_line_writes_hypotheses_next_to_the_metrics(
     compose_train, tiny_gpt2_dir, tmp_path
 ):
     run_dir = tmp_path / "run"
-    overrides = _tiny_run(tiny_gpt2_dir, run_dir, "trainer.max_steps=1", "trainer.eval_strategy=no")
+    overrides = _tiny_run(
+        tiny_gpt2_dir, run_dir, "trainer.epochs=2", "trainer.eval_strategy=no", *TRAINED_ENOUGH
+    )
     pipeline.train(compose_train("task=e2e", f"data.dataset={FIXTURES / 'e2e'}", *overrides))
     result = _eval_py(f"run_dir={run_dir}", "splits=[test]")
     assert result.returncode == 0, result.stderr[-3000:]
     (evaluation,) = (run_dir / "evals").iterdir()
     assert {"metrics.json", "test.hyp.txt", "test.jsonl"} <= {path.name for path in evaluation.iterdir()}
     assert (evaluation / "test.hyp.txt").read_text() == (run_dir / "predictions" / "test.hyp.txt").read_text()
+    untrained = untrained_hypotheses(run_dir, EvalConfig(run_dir=str(run_dir)), "test", tmp_path / "base")
+    assert hypotheses(evaluation, "test") != untrained
 
 
 @pytest.mark.parametrize("task", ["webnlg", "dart"])

@@ -1,0 +1,58 @@
+"""What the run tests share: entry points as subprocesses, interruptions, folder snapshots, event logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lorma_exp.data.classification import PaddingCollator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KILL_DRIVER = Path(__file__).resolve().parent / "kill_driver.py"
+
+
+def entry_environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run_entry(*args: str, timeout: int = 300, module: str | None = None) -> subprocess.CompletedProcess:
+    """``python <args>`` (or ``python -m module <args>``) from the repository root, as a user runs it."""
+    command = [sys.executable, *(["-m", module] if module else []), *args]
+    return subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=entry_environment()
+    )
+
+
+def interrupting_collate(after_calls: int) -> Callable[..., Any]:
+    """A collate that sends this process SIGINT on its n-th call, like a Ctrl-C during training."""
+    original = PaddingCollator.__call__
+    calls = {"n": 0}
+
+    def collate(self, rows):
+        calls["n"] += 1
+        if calls["n"] == after_calls:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, rows)
+
+    return collate
+
+
+def folder_snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` (folders as None) with its bytes: equal snapshots, an untouched folder."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes() if path.is_file() else None
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+def comparable(events: list[dict]) -> list[dict]:
+    """Events without wall-clock fields, floats rounded to 6 significant digits."""
+    return [
+        {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in event.items() if k != "time_s"}
+        for event in events
+    ]
