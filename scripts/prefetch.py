@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from lorma_exp.conf_dir import CONF_DIR
 from lorma_exp.config import register_configs
 from lorma_exp.data.hub import DataLoadError, load_dataset_dict
 from lorma_exp.paper import REPRODUCTIONS
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 WEIGHT_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
 
 
