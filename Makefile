@@ -12,10 +12,11 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 # Reproductions (make reproduce-NAME, one per table or analysis declared in src/lorma_exp/paper.py):
 # MODELS=, TASKS=, METHODS= (space-separated), SEEDS=1,2,3, LAUNCHER=joblib|slurm|submitit_slurm,
-# SMOKE=1 (the same cells on embedded stand-ins, a few steps per run, offline).
+# SMOKE=1 (the same cells on embedded stand-ins, a few steps per run, offline), ROOT=dir (default
+# outputs/reproduce, outputs/reproduce-smoke for SMOKE).
 REPRO_ARGS = $(if $(MODELS),--models $(MODELS)) $(if $(TASKS),--tasks $(TASKS)) \
 	$(if $(METHODS),--methods $(METHODS)) $(if $(SEEDS),--seeds $(SEEDS)) \
-	$(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(SMOKE),--smoke)
+	$(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(SMOKE),--smoke) $(if $(ROOT),--root $(ROOT))
 REPRODUCE = HF_HUB_DISABLE_TELEMETRY=1 $(if $(SMOKE),HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1) \
 	$(PY) -m lorma_exp.reproduce
 
