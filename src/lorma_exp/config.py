@@ -496,9 +496,9 @@ def validate(cfg: DictConfig) -> TrainConfig:
         "Use e.g. trainer.eval_steps=200.",
     )
     _check(
-        trainer.device in ("auto", "cpu", "cuda") or trainer.device.startswith("cuda:"),
+        trainer.device in ("auto", "cpu", "cuda", "mps") or trainer.device.startswith("cuda:"),
         "trainer.device",
-        f"must be auto, cpu, cuda or cuda:N, got {trainer.device!r}",
+        f"must be auto, cpu, cuda, cuda:N or mps, got {trainer.device!r}",
         "Use trainer.device=auto.",
     )
     _check(
