@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from lorma_exp.config import ModelConfig, Problem
+from lorma_exp.data.hub import PREFETCH_HINT
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +119,16 @@ def _load_error(field: str, name_or_path: str, error: Exception) -> ModelLoadErr
         if Path(name_or_path).exists()
         else f"a local folder {name_or_path!r} (no such folder) and the Hugging Face hub"
     )
-    offline = " HF_HUB_OFFLINE is set, so the hub was not asked." if os.environ.get("HF_HUB_OFFLINE") else ""
+    local_folder = f"point {field} at a local folder holding config.json and the weights"
+    if os.environ.get("HF_HUB_OFFLINE"):
+        return ModelLoadError(
+            f"{field}={name_or_path!r} could not be loaded. Tried {tried}. HF_HUB_OFFLINE is set, so the hub "
+            f"was not asked. Cause: {error}. Fix: {PREFETCH_HINT}; or {local_folder}."
+        )
     return ModelLoadError(
-        f"{field}={name_or_path!r} could not be loaded. Tried {tried}.{offline} Cause: {error}. "
-        "Fix: check the spelling, point it at a local folder holding config.json and the weights, or "
-        "connect to the hub (and `huggingface-cli login` for gated models)."
+        f"{field}={name_or_path!r} could not be loaded. Tried {tried}. Cause: {error}. "
+        f"Fix: check the spelling, {local_folder}, or connect to the hub (and `huggingface-cli login` for "
+        "gated models)."
     )
 
 

@@ -98,7 +98,9 @@ def console_script(name: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.is_file() else shutil.which(name)
     if found is None:
-        raise SystemExit(f"error: {name} is not installed in this environment. Install lorma-exp: make install.")
+        raise SystemExit(
+            f"error: {name} is not installed in this environment. Install lorma-exp: make install."
+        )
     return found
 
 
@@ -168,7 +170,10 @@ def parse_arguments(argv: Sequence[str]) -> tuple[Reproduction, Selection, bool]
     parser.add_argument("--launcher", default="basic", choices=("basic", "joblib", "slurm", "submitit_slurm"))
     parser.add_argument("--smoke", action="store_true", help="embedded stand-ins, a few steps per run")
     parser.add_argument(
-        "--root", type=Path, default=None, help="where the grids' runs go (default: outputs/reproduce[-smoke])"
+        "--root",
+        type=Path,
+        default=None,
+        help="where the grids' runs go (default: outputs/reproduce[-smoke])",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     arguments = parser.parse_args(argv)
@@ -289,7 +294,9 @@ def run_evaluation(command: list[str], dry_run: bool) -> None:
         console.flush()
         finished = subprocess.run(command, stdout=console, stderr=subprocess.STDOUT)
     if finished.returncode != 0:
-        raise SystemExit(f"error: {shlex.join(command)} failed (exit status {finished.returncode}); see {log}")
+        raise SystemExit(
+            f"error: {shlex.join(command)} failed (exit status {finished.returncode}); see {log}"
+        )
     _, record = RunFolder(run_dir).evaluation_records()[-1]
     scores = " ".join(
         f"{split}: " + " ".join(f"{name} {value:.4f}" for name, value in list(metrics.items())[:2])

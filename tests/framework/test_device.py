@@ -50,4 +50,3 @@ def test_mps_is_a_valid_device_setting_and_a_typo_is_not(compose_settings):
     assert compose_settings("trainer.device=mps").trainer.device == "mps"
     with pytest.raises(ConfigError, match="cuda:N or mps"):
         compose_settings("trainer.device=metal")
-
