@@ -11,6 +11,7 @@ adapter library's inflations. Every error names the field and says how to fix it
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -205,6 +206,9 @@ class TrainerConfig:
     log_every: int = 10
     checkpoint_every_steps: int = 0
     snapshot_every_epoch: bool = False
+    # Also score the training rows at every evaluation, in eval mode with the evaluation metrics (Figure 8:
+    # training against evaluation accuracy); classification and regression tasks only.
+    eval_train: bool = False
     num_workers: int = 0
     progress_bar: bool = True
 
@@ -516,6 +520,12 @@ def validate(cfg: DictConfig) -> TrainConfig:
         f"{task.main_metric!r} is not one of task.metrics {task.metrics}",
         "Add it to task.metrics.",
     )
+    _check(
+        not trainer.eval_train or task.problem != Problem.causal_lm,
+        "trainer.eval_train",
+        f"scores the training rows of classification and regression tasks; {task.name} is {task.problem}",
+        "Set trainer.eval_train=false.",
+    )
     if task.problem == Problem.classification:
         _check(
             task.num_labels >= 2,
@@ -526,8 +536,9 @@ def validate(cfg: DictConfig) -> TrainConfig:
     return settings
 
 
-def compose_task(task: str) -> DictConfig:
-    """The training config with ``task=<task>``, composed from conf/ (inside or outside a Hydra app).
+def compose_train(overrides: Sequence[str], field: str = "overrides") -> DictConfig:
+    """The training config composed from conf/ with ``overrides`` (inside or outside a Hydra app); a
+    composition error names ``field``, the setting the overrides came from.
 
     Inside eval.py, Hydra is set up on conf/eval/; it is set aside for this composition and put back
     afterwards.
@@ -536,17 +547,23 @@ def compose_task(task: str) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
+    register_configs()
     outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=[f"task={task}"])
+            return compose("config", overrides=list(overrides))
     except HydraException as error:
-        raise ConfigError(f"task: {error}") from error
+        raise ConfigError(f"{field}: {error}") from error
     finally:
         GlobalHydra.instance().clear()
         if outer is not None:
             GlobalHydra.instance().initialize(outer)
+
+
+def compose_task(task: str) -> DictConfig:
+    """The training config with ``task=<task>`` (see :func:`compose_train`)."""
+    return compose_train([f"task={task}"], "task")
 
 
 def load_run_settings(run_dir: Path, options: EvalConfig) -> TrainConfig:

@@ -5,16 +5,23 @@
     python -m lorma_exp.report convergence --runs DIR [DIR ...] --out DIR [filters]
     python -m lorma_exp.report rank --runs DIR [DIR ...] --out DIR [filters] [--layers REGEX]
     python -m lorma_exp.report similarity --runs DIR [DIR ...] --out DIR [filters] [--layers REGEX]
+    python -m lorma_exp.report accuracy-curves --runs DIR [DIR ...] --out DIR [filters]
+    python -m lorma_exp.report datasets --cell "experiment=table2 model=roberta_base task=cola" [--cell ...] --out DIR
+    python -m lorma_exp.report pretrained-rank --cell "experiment=table2 model=roberta_base task=cola" ... --out DIR
 
 Every command writes ``<name>.md``, ``<name>.csv`` and ``<name>.tex`` per table (and PNGs) into ``--out``,
 prints the markdown, and with ``--wandb-log ENTITY/PROJECT`` also logs the tables as wandb Tables.
 Filters: ``--table NAME`` (the runs' ``paper_cell.table``), ``--task T ...``, ``--model M ...``.
+``datasets`` (Table 12) and ``pretrained-rank`` read no runs: each ``--cell`` is the Hydra overrides of a
+training run (as ``make reproduce-table12`` / ``-fullrank`` write them), composed and validated as train.py
+would, and the report reads that cell's data or pretrained backbone.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +38,10 @@ from lorma_exp.analysis.runs import (
     unfinished_of_table,
 )
 from lorma_exp.analysis.tables import render, table_from_runs
-from lorma_exp.paper import FIGURE5, RESULT_TABLES
+from lorma_exp.config import ConfigError, TrainConfig, compose_train, validate
+from lorma_exp.data.hub import DataLoadError
+from lorma_exp.models import ModelLoadError
+from lorma_exp.paper import FIGURE5, FULL_RANK_FRACTION, RESULT_TABLES
 from lorma_exp.run_folder import RESULTS_FILE
 
 TABLE_CHOICES = tuple(name for name in RESULT_TABLES if name != FIGURE5.name)
@@ -121,10 +131,44 @@ def command_similarity(arguments: argparse.Namespace) -> None:
     from lorma_exp.analysis import adapter_updates
 
     runs = adapter_updates.adapter_runs(_filtered(arguments, _collect(arguments).finished))
-    table = adapter_updates.similarity_report(
+    tables = adapter_updates.similarity_report(
         runs, adapter_updates.untrained_backbone, layer_pattern=arguments.layers, seed=arguments.seed
     )
-    _finish(arguments, [table], arguments.table)
+    _finish(arguments, tables, arguments.table)
+
+
+def command_accuracy_curves(arguments: argparse.Namespace) -> None:
+    from lorma_exp.analysis import accuracy_curves
+
+    runs = _filtered(arguments, _collect(arguments).finished)
+    if not runs:
+        raise UsageError("no finished runs in --runs (after the filters) to draw Figure 8 from")
+    curves = [accuracy_curves.accuracy_curve(run) for run in runs]
+    accuracy_curves.plot_accuracy_curves(curves, Path(arguments.out) / "figure8.png")
+    tables = [render(accuracy_curves.figure8_table(curves)), accuracy_curves.curves_table(curves)]
+    _finish(arguments, tables, arguments.table)
+
+
+def _cell_settings(arguments: argparse.Namespace) -> list[TrainConfig]:
+    """Each ``--cell``'s training config, composed from conf/ and validated as train.py does."""
+    return [validate(compose_train(shlex.split(cell), "--cell")) for cell in arguments.cell]
+
+
+def command_datasets(arguments: argparse.Namespace) -> None:
+    from lorma_exp.analysis import datasets
+
+    statistics = [datasets.dataset_statistics(settings) for settings in _cell_settings(arguments)]
+    tables = [render(datasets.table12(statistics)), datasets.statistics_table(statistics)]
+    _finish(arguments, tables, "table12")
+
+
+def command_pretrained_rank(arguments: argparse.Namespace) -> None:
+    from lorma_exp.analysis import pretrained_rank
+
+    cells = _cell_settings(arguments)
+    records = [record for settings in cells for record in pretrained_rank.pretrained_rank_records(settings)]
+    tables = pretrained_rank.full_rank_tables(records, smoke=any(settings.smoke for settings in cells))
+    _finish(arguments, tables, "fullrank")
 
 
 def _layer_pattern(text: str) -> re.Pattern[str]:
@@ -184,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
             command_similarity,
             "Table 9 similarity of ΔW_LoRMA to ΔW_LoRA, with a random baseline",
         ),
+        (
+            "accuracy-curves",
+            command_accuracy_curves,
+            "Figure 8 training vs evaluation accuracy over training (runs with trainer.eval_train=true)",
+        ),
     ):
         command = commands.add_parser(name, help=help_text)
         add_common(command, wandb_source=False)
@@ -200,6 +249,26 @@ def build_parser() -> argparse.ArgumentParser:
                 "--seed", type=int, default=0, help="seed of the random baseline (default 0)"
             )
         command.set_defaults(handler=handler)
+
+    for name, handler, help_text in (
+        ("datasets", command_datasets, "Table 12 dataset statistics of each cell, beside the paper's sizes"),
+        (
+            "pretrained-rank",
+            command_pretrained_rank,
+            f"the paper's check that every adapted pretrained matrix is ≥ {FULL_RANK_FRACTION * 100:.0f}%% of full rank",
+        ),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument(
+            "--cell",
+            action="append",
+            required=True,
+            metavar="OVERRIDES",
+            help='a training run\'s overrides in one string, e.g. "experiment=table2 model=roberta_base task=cola"',
+        )
+        command.add_argument("--out", required=True, metavar="DIR", help="where the tables go")
+        command.add_argument("--wandb-log", metavar="ENTITY/PROJECT", help="log the tables as wandb Tables")
+        command.set_defaults(handler=handler)
     return parser
 
 
@@ -207,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
         arguments.handler(arguments)
-    except (UsageError, RunDataError, FileNotFoundError) as error:
+    except (UsageError, RunDataError, ConfigError, DataLoadError, ModelLoadError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -6,7 +6,8 @@
 
 (``make reproduce-NAME MODELS=... TASKS=... SEEDS=... LAUNCHER=... SMOKE=1`` calls this.) What NAME runs is
 declared once, in ``lorma_exp.paper.REPRODUCTIONS``: the grid (experiment config × models × tasks ×
-methods × seeds × sweeps) and the report. Every run gets a fixed folder,
+methods × seeds × sweeps) and the report; a reproduction of cells (Table 12, the full-rank check) trains
+nothing and its report reads each cell's data or pretrained weights. Every run gets a fixed folder,
 ``<root>/<grid>/<model>/<task>/<method><settings>/seed<k>`` (the run's ``run_name``: ``<settings>`` is
 what the method has, e.g. ``_r8_a16_pre_q-v`` for LoRMA, none for full fine-tuning), and is launched with
 ``skip_finished=true resume=true``: re-running after an interruption skips finished runs, continues
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorma_exp.paper import REPRODUCTIONS, Grid, Reproduction
+from lorma_exp.paper import REPRODUCTIONS, Cell, Grid, Reproduction
 from lorma_exp.run_folder import RESULTS_FILE, RunFolder, is_final_weights
 
 CONSOLE_LOG = "reproduce.log"
@@ -133,11 +134,34 @@ def evaluation_commands(grid: Grid, selection: Selection) -> list[list[str]]:
     return commands
 
 
+def cell_overrides(cell: Cell, smoke: bool) -> str:
+    """The overrides that compose ``cell`` as its runs would be (one string): by model and task, or by its
+    settings with its SMOKE stand-in."""
+    if smoke:
+        return f"experiment={cell.experiment} settings={cell.model}_{cell.task} debug={cell.smoke}"
+    return f"experiment={cell.experiment} model={cell.model} task={cell.task}"
+
+
+def selected_cells(reproduction: Reproduction, selection: Selection) -> list[Cell]:
+    """The reproduction's cells of the selected models and tasks (all of them by default)."""
+    cells = reproduction.cells
+    models = _pick(
+        selection.models, tuple(dict.fromkeys(c.model for c in cells)), "MODELS", reproduction.name
+    )
+    tasks = _pick(selection.tasks, tuple(dict.fromkeys(c.task for c in cells)), "TASKS", reproduction.name)
+    return [cell for cell in cells if cell.model in models and cell.task in tasks]
+
+
 def report_command(reproduction: Reproduction, selection: Selection) -> list[str]:
-    """The report on the grid's runs; an analysis reads only the selected cells of its grid."""
+    """The report on the grid's runs; an analysis reads only the selected cells of its grid, a reproduction
+    of cells composes each selected cell."""
     grid = reproduction.grid
-    folder = output_root(selection) / grid.name
     command = [sys.executable, "-m", "lorma_exp.report", *reproduction.report]
+    if grid is None:
+        for cell in selected_cells(reproduction, selection):
+            command += ["--cell", cell_overrides(cell, selection.smoke)]
+        return [*command, "--out", str(output_root(selection) / reproduction.name / "report")]
+    folder = output_root(selection) / grid.name
     if reproduction.filtered:
         command += ["--table", grid.name]
         command += ["--model", *_pick(selection.models, grid.models, "MODELS", grid.name)]
@@ -314,14 +338,17 @@ def run_report(command: list[str], dry_run: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     reproduction, selection, dry_run = parse_arguments(sys.argv[1:] if argv is None else argv)
     grid = reproduction.grid
-    folder = output_root(selection) / grid.name
-    if not dry_run:
-        print(f"{reproduction.name}: runs in {folder}/ (console output: {folder / CONSOLE_LOG})", flush=True)
-        report_skipped(grid, selection)
-    for command in sweep_commands(grid, selection):
-        run_sweep(command, folder, dry_run)
-    for command in evaluation_commands(grid, selection):  # needs the finished runs: after the sweeps
-        run_evaluation(command, dry_run)
+    if grid is not None:
+        folder = output_root(selection) / grid.name
+        if not dry_run:
+            print(
+                f"{reproduction.name}: runs in {folder}/ (console output: {folder / CONSOLE_LOG})", flush=True
+            )
+            report_skipped(grid, selection)
+        for command in sweep_commands(grid, selection):
+            run_sweep(command, folder, dry_run)
+        for command in evaluation_commands(grid, selection):  # needs the finished runs: after the sweeps
+            run_evaluation(command, dry_run)
     run_report(report_command(reproduction, selection), dry_run)
 
 

@@ -38,6 +38,8 @@ EVALUATION_RECORD = "metrics.json"
 BEST_SUFFIX = "_best"
 HYPOTHESES_SUFFIX = ".hyp.txt"
 PREDICTION_ROWS_SUFFIX = ".jsonl"
+# The ``split`` of the metrics.jsonl eval events that score the training rows (trainer.eval_train).
+TRAIN_SPLIT = "train"
 
 _SNAPSHOT_NAME = re.compile(r"epoch_(\d+)")
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from lorma_exp.config import EvalStrategy, Precision, Scheduler, TrainerConfig
 from lorma_exp.data.base import IGNORE_INDEX, Batch, TaskData
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
-from lorma_exp.run_folder import CONFIG_FILE, RunFolder
+from lorma_exp.run_folder import CONFIG_FILE, TRAIN_SPLIT, RunFolder
 from lorma_exp.tracking import RunLogger
 
 log = logging.getLogger(__name__)
@@ -320,10 +320,12 @@ class Trainer:
 
     # ---- evaluation --------------------------------------------------------------------------------
     def evaluate(self) -> EvalRecord:
-        """Score every evaluation split; the first split's main metric picks the best step."""
+        """Score every evaluation split, and the training rows with ``eval_train``; the first evaluation
+        split's main metric picks the best step."""
         metrics: dict[str, float] = {}
         started = time.perf_counter()
-        for index, split in enumerate(self.task.eval_splits):
+        splits = [*self.task.eval_splits, *([TRAIN_SPLIT] if self.settings.eval_train else [])]
+        for index, split in enumerate(splits):
             with self._autocast():
                 scores = self.task.evaluator(
                     self.model,

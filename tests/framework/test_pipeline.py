@@ -9,11 +9,16 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from lorma_exp import pipeline
+from lorma_exp.config import EvalConfig, load_run_settings
+from lorma_exp.data import build_task_data, restore_label_names
 from lorma_exp.data.classification import PaddingCollator
+from lorma_exp.distributed import init_distributed
 from lorma_exp.methods import method_for
+from lorma_exp.models import load_backbone, load_tokenizer
 from lorma_exp.run_folder import RunFolder
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -173,3 +178,50 @@ def test_text_classification_names_a_missing_column(compose_train, tiny_run_over
     with pytest.raises(SystemExit) as failed:
         pipeline.train(cfg)
     assert failed.value.code == 2
+
+
+def _accuracy_on_training_rows(run_dir: Path) -> float:
+    """The saved adapter's accuracy on the run's training rows, computed by hand (not by the evaluator):
+    the task data rebuilt from the run's config, the model loaded back, argmax against the labels."""
+    settings = load_run_settings(run_dir, EvalConfig(run_dir=str(run_dir)))
+    restore_label_names(settings, RunFolder(run_dir))
+    task = build_task_data(
+        settings, load_tokenizer(settings.model, settings.task.problem), init_distributed("cpu")
+    )
+    method = method_for(settings.method.kind)
+
+    def backbone(name_or_path: str | None) -> torch.nn.Module:
+        return load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
+
+    model = method.load(run_dir / method.weights_name, backbone, settings.model.name_or_path).eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(task.train), 16):
+            batch = task.collate([task.train[i] for i in range(start, min(start + 16, len(task.train)))])
+            labels = batch.pop("labels")
+            correct += int((model(**batch).logits.argmax(-1) == labels).sum())
+    return correct / len(task.train)
+
+
+def test_eval_train_scores_the_training_rows_at_every_evaluation(compose_train, tiny_run_overrides):
+    """Figure 8's training accuracy: the training rows scored in eval mode at each evaluation, logged as an
+    eval event of split ``train``; the last equals the saved adapter's accuracy on them, counted by hand."""
+    cfg = compose_train(*tiny_run_overrides, "trainer.eval_train=true")
+    record = pipeline.train(cfg)
+    events = RunFolder(Path(cfg.run_dir)).read_events()
+    evaluated = [(e["step"], e["split"]) for e in events if e["event"] == "eval"]
+    steps = sorted({step for step, _ in evaluated})
+    assert len(steps) == 3  # before training and after each of the 2 epochs
+    assert evaluated == [(step, split) for step in steps for split in ("validation", "train")]
+    final = record["final"]["metrics"]
+    assert {"accuracy", "train/accuracy", "train/f1"} <= set(final)
+    assert final["train/accuracy"] == pytest.approx(_accuracy_on_training_rows(Path(cfg.run_dir)))
+
+
+def test_eval_train_is_refused_for_generation_tasks(compose_train, tiny_run_overrides):
+    cfg = compose_train(
+        *tiny_run_overrides, "task=restaurants", "model=smollm2_135m", "trainer.eval_train=true"
+    )
+    with pytest.raises(SystemExit) as refused:
+        pipeline.train(cfg)
+    assert refused.value.code == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lorma_exp.paper import GLUE_TASKS, REPRODUCTIONS
+from lorma_exp.paper import GLUE_TASKS, REPRODUCTIONS, Cell, Reproduction
 from lorma_exp.reproduce import (
     Selection,
     already_evaluated,
@@ -182,3 +182,30 @@ def test_one_smoke_cell_runs_end_to_end_to_the_table_and_is_skipped_when_rerun(t
 def test_the_whole_smoke_grid_of_each_reproduction_runs_offline(tmp_path, name) -> None:
     result = _reproduce(name, root=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_reproduction_of_cells_trains_nothing_and_composes_each_cell_in_its_report() -> None:
+    table12 = REPRODUCTIONS["table12"]
+    assert table12.grid is None
+    report = report_command(table12, Selection())
+    assert report[3] == "datasets"
+    cells = [report[i + 1] for i, arg in enumerate(report) if arg == "--cell"]
+    assert cells == [f"experiment=table2 model=roberta_base task={task}" for task in GLUE_TASKS]
+    assert report[-2:] == ["--out", str(Path("outputs/reproduce/table12/report"))]
+    smoke = report_command(
+        REPRODUCTIONS["fullrank"], Selection(smoke=True, models=("gpt2_medium", "llama3_8b"))
+    )
+    assert [smoke[i + 1] for i, arg in enumerate(smoke) if arg == "--cell"] == [
+        "experiment=table3 settings=gpt2_medium_e2e debug=smoke_nlg",
+        "experiment=table4 settings=llama3_8b_metamathqa debug=smoke_maths",
+    ]
+    with pytest.raises(SystemExit, match="MODELS"):
+        report_command(table12, Selection(models=("gpt2_medium",)))
+
+
+def test_a_reproduction_has_either_a_grid_or_cells() -> None:
+    grid = REPRODUCTIONS["table2"].grid
+    with pytest.raises(ValueError, match="either a grid of runs or cells"):
+        Reproduction("both", "title", grid, ("table",), cells=(Cell("table2", "roberta_base", "cola"),))
+    with pytest.raises(ValueError, match="either a grid of runs or cells"):
+        Reproduction("neither", "title", None, ("datasets",))

@@ -65,7 +65,11 @@ def write_golden(cells: Mapping[str, Mapping[str, Any]], path: Path = GOLDEN_FIL
 
 def grids() -> dict[str, Grid]:
     """Every grid a reproduction trains, once (analyses that read part of another table's grid add none)."""
-    return {name: item.grid for name, item in REPRODUCTIONS.items() if item.grid.name == name}
+    return {
+        name: item.grid
+        for name, item in REPRODUCTIONS.items()
+        if item.grid is not None and item.grid.name == name
+    }
 
 
 def job_overrides(command: list[str]) -> list[list[str]]:

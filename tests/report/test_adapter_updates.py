@@ -138,17 +138,25 @@ def test_similarity_of_an_update_equal_to_loras_and_of_the_random_baseline(tmp_p
     root = tmp_path / "runs"
     make_run(root, "lora", "lora", LORA, random_factors(5))
     make_run(root, "plus", "lorma_plus", LORMA_PLUS, lorma_matching_lora(5))
-    table = adapter_updates.similarity_report(collect_runs([root]).finished, base_model, seed=0)
-    same = [record for record in table.records if record["update"] == "LoRMA₊"]
-    random = [record for record in table.records if record["update"] == "random"]
+    layers, summary = adapter_updates.similarity_report(collect_runs([root]).finished, base_model, seed=0)
+    same = [record for record in layers.records if record["update"] == "LoRMA₊"]
+    random = [record for record in layers.records if record["update"] == "random"]
     assert len(same) == len(random) == ADAPTED_LAYERS
     for record in same:  # equal up to the float32 rounding of the saved A_m
         assert record["cosine"] == pytest.approx(1.0, abs=1e-5)
-        assert record["phi_left_r"] == pytest.approx(1.0, abs=1e-5)
-        assert record["phi_right_r"] == pytest.approx(1.0, abs=1e-5)
+        assert record["phi_left"] == pytest.approx(1.0, abs=1e-5)
+        assert record["phi_right"] == pytest.approx(1.0, abs=1e-5)
+        assert record["theta1_left"] == pytest.approx(0.0, abs=0.5)
+        assert record["singular_values"] == pytest.approx(0.0, abs=1e-6)
+        assert record["eigenvalues"] == pytest.approx(0.0, abs=1e-6)
     for record in random:  # a Gaussian matrix is nowhere near a rank-2 update
         assert abs(record["cosine"]) < 0.9
-        assert record["phi_left_r"] < 0.9
+        assert record["phi_left"] < 0.9
+    # One row per (task, layer, update), the measures as columns; no paper numbers to print beside them.
+    assert summary.header[0] == "Task, layer, update X" and "φ left" in summary.header
+    assert "cola · layer 0 query · LoRMA₊" in [row[0] for row in summary.rows]
+    assert len(summary.rows) == 2 * ADAPTED_LAYERS
+    assert any("not in our transcription" in note for note in summary.notes)
 
 
 def test_a_run_folder_without_its_adapter_is_a_clear_error(tmp_path):

@@ -157,3 +157,32 @@ def test_cli_writes_tables_and_loss_plot(make_run, tmp_path, capsys):
         assert {(out / f"{name}{suffix}").is_file() for suffix in (".md", ".csv", ".tex")} == {True}
     plots = sorted(out.glob("loss_*.png"))
     assert len(plots) == 1 and plots[0].read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_curve_of_one_logged_point_is_refused_with_the_fix(make_run, tmp_path, capsys):
+    # A SMOKE run of 2 steps that logs its loss every 10 steps logs once, at its last step.
+    cola_run(make_run, "lora", "lora", 1, [(2, 0.7)])
+    cola_run(make_run, "plus", "lorma_plus", 1, [(2, 0.6)])
+    out = tmp_path / "out"
+    assert main(["convergence", "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "logged at 1 step(s) (2)" in error and "trainer.log_every=1" in error
+    assert "Traceback" not in error
+
+
+def test_curves_without_a_common_interval_name_both_runs(make_run, tmp_path):
+    cola_run(make_run, "lora", "lora", 1, [(1, 0.9), (2, 0.8)])
+    cola_run(make_run, "plus", "lorma_plus", 1, [(5, 0.7), (6, 0.6)])
+    pairs, _ = convergence.pair_with_reference(collect_runs([tmp_path / "runs"]).finished)
+    with pytest.raises(RunDataError, match=r"plus against .*lora: the curves share no step interval"):
+        convergence.compare(*pairs[0])
+
+
+def test_two_logged_steps_are_enough_to_compare(make_run, tmp_path):
+    cola_run(make_run, "lora", "lora", 1, [(1, 1.0), (2, 0.8)])
+    cola_run(make_run, "plus", "lorma_plus", 1, [(1, 1.0), (2, 0.4)])
+    pairs, _ = convergence.pair_with_reference(collect_runs([tmp_path / "runs"]).finished)
+    comparison = convergence.compare(*pairs[0])
+    # Trapezoids over [1, 2]: LoRA (1.0 + 0.8)/2 = 0.9, the run (1.0 + 0.4)/2 = 0.7; 100·0.2/0.9 % lower.
+    assert comparison.decrease_percent == pytest.approx(100 * 0.2 / 0.9)
+    assert comparison.first_reach_step == 2

@@ -70,7 +70,16 @@ def test_module_entry_point_prints_its_synopsis():
         timeout=120,
         check=True,
     )
-    for command in ("table", "figure5", "convergence", "rank", "similarity"):
+    for command in (
+        "table",
+        "figure5",
+        "convergence",
+        "rank",
+        "similarity",
+        "accuracy-curves",
+        "datasets",
+        "pretrained-rank",
+    ):
         assert command in completed.stdout
 
 

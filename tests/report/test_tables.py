@@ -337,3 +337,39 @@ def test_a_stand_in_evaluation_lands_in_the_paper_column_it_names(make_run, tmp_
     table = build(TABLE4, tmp_path / "runs")
     assert table.cells[("lorma_plus", "gemma_2b/math")].mean == pytest.approx(25.0)
     assert table.cells[("lorma_plus", "gemma_2b/gsm8k")].n == 0
+
+
+def test_maths_columns_set_the_authors_protocol_beside_the_paper_and_the_lenient_judge_after_it(
+    make_run, tmp_path
+):
+    make_run(
+        "gemma",
+        table="table4",
+        task="gsm8k",
+        model="gemma_2b",
+        method="lorma_plus",
+        seed=1,
+        metrics={"accuracy": 0.9},
+        final_metrics={"accuracy": 0.4738, "accuracy_lenient": 0.5012},
+    )
+    make_run(  # an older run, scored before the lenient judge existed: its lenient cell stays empty
+        "llama",
+        table="table4",
+        task="gsm8k",
+        model="llama3_8b",
+        method="lorma_plus",
+        seed=1,
+        metrics={"accuracy": 0.9},
+        final_metrics={"accuracy": 0.7399},
+    )
+    table = build(TABLE4, tmp_path / "runs")
+    strict, lenient = (
+        table.cells[("lorma_plus", key)] for key in ("gemma_2b/gsm8k", "gemma_2b/gsm8k/lenient")
+    )
+    assert (strict.mean, strict.paper) == (pytest.approx(47.38), 47.38)
+    assert (lenient.mean, lenient.paper) == (pytest.approx(50.12), None)
+    assert table.cells[("lorma_plus", "llama3_8b/gsm8k")].mean == pytest.approx(73.99)
+    assert table.cells[("lorma_plus", "llama3_8b/gsm8k/lenient")].n == 0
+    rendered = render(table)
+    assert rendered.header[:4] == ["Method", "Gemma-2B #Params", "GSM8K", "GSM8K lenient"]
+    assert any("GSM8K lenient: empty for runs without 'accuracy_lenient'" in note for note in rendered.notes)

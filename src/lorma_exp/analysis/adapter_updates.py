@@ -26,12 +26,12 @@ from lorma_exp.analysis.convergence import pair_with_reference
 from lorma_exp.analysis.rank import numerical_rank
 from lorma_exp.analysis.render import METHOD_COLOURS, RenderedTable, agg_figure, records_table
 from lorma_exp.analysis.runs import Run, RunDataError, cell_fields
-from lorma_exp.analysis.similarity import compare_updates, random_like
+from lorma_exp.analysis.similarity import compare_updates, random_baseline
 from lorma_exp.analysis.tables import Observation, build_table, render
 from lorma_exp.config import EvalConfig, load_run_settings
 from lorma_exp.methods import find_method
 from lorma_exp.models import load_backbone
-from lorma_exp.paper import FIGURE7, METHOD_LABEL, TABLE15, PaperRow
+from lorma_exp.paper import FIGURE7, METHOD_LABEL, TABLE9, TABLE9_MEASURES, TABLE15, PaperRow
 from lorma_exp.run_folder import RunFolder
 
 # A fresh base model for a run, as it was before training (same class, heads and dtype as in training).
@@ -207,14 +207,42 @@ def plot_multiplier_ranks(curves: dict[str, list[tuple[list[int], list[int]]]], 
     return path
 
 
+def layer_label(name: str) -> str:
+    """A short name for an adapted layer: ``layer 3 query`` for ``roberta.encoder.layer.3.attention.self.query``
+    (the first numeric part of the name, and its last part); the whole name when it has no number."""
+    parts = name.split(".")
+    number = next((part for part in parts if part.isdigit()), None)
+    return name if number is None else f"layer {number} {parts[-1]}"
+
+
+def _similarity_measures(update: torch.Tensor, reference: torch.Tensor, rank: int) -> dict[str, float | None]:
+    """The Table 9 measures (``paper.TABLE9_MEASURES`` keys) of ``update`` against ``reference``."""
+    measures = compare_updates(update, reference, rank)
+    return {
+        "frobenius_distance": measures.frobenius_distance,
+        "cosine": measures.cosine,
+        "phi_left": measures.subspace_similarity["left"],
+        "phi_right": measures.subspace_similarity["right"],
+        "singular_values": measures.singular_value_squared_difference,
+        "eigenvalues": measures.eigenvalue_squared_difference,
+        "theta1_left": measures.first_principal_angle["left"],
+        "theta1_right": measures.first_principal_angle["right"],
+    }
+
+
+# The order of Table 9's rows within a layer: the paper's updates, then the random baseline.
+_UPDATE_ORDER = {"lorma_plus": 0, "lorma_pi": 1, "random": 2}
+
+
 def similarity_report(
     runs: Sequence[Run],
     load_base_model: BaseModelLoader,
     layer_pattern: re.Pattern[str] | None = None,
     seed: int = 0,
-) -> RenderedTable:
+) -> list[RenderedTable]:
     """Table 9: each LoRMA run's ΔW against the ΔW of the LoRA run of the same task, model, r, targets and
-    seed, layer by layer, with a random matrix of the LoRA update's norm as the baseline."""
+    seed, layer by layer, with the paper's random baseline (an unscaled N(0, 1) matrix) against each LoRA
+    layer. Returns the per-layer records and the table (mean ± std over seeds per task, layer and update)."""
     pairs, notes = pair_with_reference(runs)
     cache: dict[str, dict[str, LayerUpdate]] = {}
 
@@ -226,7 +254,8 @@ def similarity_report(
 
     generator = torch.Generator().manual_seed(seed)
     with_baseline: set[str] = set()
-    records = []
+    records, observations, labels, order = [], [], {}, {}
+    measure_keys = [key for key, _, _ in TABLE9_MEASURES]
     for run, reference in sorted(pairs, key=lambda pair: (pair[1].source, pair[0].source)):
         fields = cell_fields(run)
         r = int(reference.results["r"])
@@ -235,35 +264,58 @@ def similarity_report(
             if layer not in run_updates:
                 notes.append(f"{run.source} has no adapter on {layer}, which {reference.source} adapts")
                 continue
+            target = reference_update.delta_weight
             compared = [(fields["method"], run_updates[layer].delta_weight, run.source)]
             if reference.source not in with_baseline:
-                compared.append(("random", random_like(reference_update.delta_weight, generator), None))
+                compared.append(("random", random_baseline(tuple(target.shape), generator), None))
             for method, update, source in compared:
-                measures = compare_updates(update, reference_update.delta_weight, dims=(1, r))
+                try:
+                    measures = _similarity_measures(update, target, r)
+                except ValueError as error:
+                    raise RunDataError(
+                        f"{source or method} against {reference.source}, {layer}: {error}"
+                    ) from None
+                update_label = METHOD_LABEL.get(method, method)
+                row = f"{fields['task']}/{layer}/{method}"
+                labels[row] = f"{fields['task']} · {layer_label(layer)} · {update_label}"
+                order[row] = (fields["task"], layer, _UPDATE_ORDER.get(method, len(_UPDATE_ORDER)), method)
+                observations.extend(
+                    Observation(row, key, value, run.seed, source or f"random vs {reference.source}")
+                    for key, value in measures.items()
+                    if value is not None
+                )
                 records.append(
                     {
                         "task": fields["task"],
                         "model": fields["model"],
                         "seed": run.seed,
                         "layer": layer,
-                        "update": METHOD_LABEL.get(method, method),
+                        "update": update_label,
                         "r": r,
-                        "frobenius_distance": measures.frobenius_distance,
-                        "cosine": measures.cosine,
-                        "phi_left_1": measures.subspace_left[1],
-                        "phi_left_r": measures.subspace_left[r],
-                        "phi_right_1": measures.subspace_right[1],
-                        "phi_right_r": measures.subspace_right[r],
+                        **measures,
                         "run": source,
                         "lora_run": reference.source,
                     }
                 )
         with_baseline.add(reference.source)
     notes.append(
-        "φ(X, Y, i, j) = ‖U_X^i⊤ U_Y^j‖_F² / min(i, j) over top singular vectors (Hu et al. 2021), at i = j."
+        "X against ΔW_LoRA of the same layer at subspace dimension r (the LoRA run's rank): φ = ‖U_X^r⊤ U_Y^r‖_F² / r "
+        "(Hu et al. 2021) and Θ₁ = the smallest principal angle, on the left (output) and right (input) singular "
+        "subspaces; σ and λ (by modulus) in decreasing order; definitions in lorma_exp.analysis.similarity."
     )
-    notes.append(f"random: Gaussian matrix with the Frobenius norm of ΔW_LoRA (seed {seed}).")
-    title = "Table 9: similarity of each update X to the LoRA run's ΔW, per layer"
-    columns = ["task", "model", "seed", "layer", "update", "r", "frobenius_distance", "cosine"]
-    columns += ["phi_left_1", "phi_left_r", "phi_right_1", "phi_right_r"]
-    return records_table("table9", title, records, columns, notes)
+    notes.append(f"random: an unscaled N(0, 1) matrix of ΔW_LoRA's shape, as in the paper (seed {seed}).")
+    observations.sort(key=lambda observation: order[observation.row])
+    records.sort(
+        key=lambda record: (record["task"], record["layer"], record["seed"], record["update"] == "random")
+    )
+    title = "Table 9 per layer: each update X against the LoRA run's ΔW"
+    columns = ["task", "model", "seed", "layer", "update", "r", *measure_keys]
+    layers = records_table("table9_layers", title, records, columns, notes)
+    summary = build_table(
+        TABLE9,
+        observations,
+        smoke=any(run.smoke for pair in pairs for run in pair),
+        notes=notes,
+        new_row=lambda key: PaperRow(key, labels[key], ()),
+    )
+    return [layers, render(summary)]

@@ -12,6 +12,9 @@ Definitions (``metrics.jsonl`` ``train`` events: the mean loss over each ``log_e
 - LoRA's minimum is the smallest logged LoRA loss; a run "reaches" it at the first logged step whose loss
   is ≤ that minimum (Figure 6), and its speed-up is LoRA's own first step at its minimum divided by that
   step. A run that never reaches it has no step (listed as not reached).
+- A curve needs at least two logged points, and the two runs' curves a common interval of positive length;
+  otherwise the comparison fails naming the runs (a run of a few steps must log every step:
+  ``trainer.log_every=1``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from lorma_exp.analysis.tables import ComparisonTable, Observation, build_table
 from lorma_exp.paper import FIGURE6, GLUE_LABEL, METHOD_LABEL, TABLE5, PaperColumn, PaperRow
 
 REFERENCE_METHOD = "lora"
+MIN_CURVE_POINTS = 2
 
 
 def trapezoid_area(steps: np.ndarray, losses: np.ndarray) -> float:
@@ -135,12 +139,28 @@ def pair_with_reference(runs: Sequence[Run]) -> tuple[list[tuple[Run, Run]], lis
     return pairs, notes
 
 
-def compare(run: Run, reference: Run) -> Comparison:
+def loss_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """The run's logged training-loss curve, refused with the fix when it has too few points to integrate."""
     steps, losses = run.train_loss_curve()
-    reference_steps, reference_losses = reference.train_loss_curve()
-    decrease, area, reference_area, interval = auc_decrease_percent(
-        steps, losses, reference_steps, reference_losses
-    )
+    if steps.size < MIN_CURVE_POINTS:
+        logged = ", ".join(f"{step:g}" for step in steps)
+        raise RunDataError(
+            f"{run.source}: its training loss was logged at {steps.size} step(s) ({logged}); comparing loss "
+            f"curves needs at least {MIN_CURVE_POINTS}. Train it with a smaller trainer.log_every (the mean "
+            "loss is logged every log_every steps; trainer.log_every=1 for a run of a few steps)."
+        )
+    return steps, losses
+
+
+def compare(run: Run, reference: Run) -> Comparison:
+    steps, losses = loss_curve(run)
+    reference_steps, reference_losses = loss_curve(reference)
+    try:
+        decrease, area, reference_area, interval = auc_decrease_percent(
+            steps, losses, reference_steps, reference_losses
+        )
+    except ValueError as error:
+        raise RunDataError(f"{run.source} against {reference.source}: {error}") from error
     minimum = float(reference_losses.min())
     reference_min_step = first_step_reaching(reference_steps, reference_losses, minimum)
     return Comparison(

@@ -160,6 +160,11 @@ def place_runs(
             continue
         settings = tuple((name, normalise_field(run.results.get(name))) for name in CELL_SETTINGS)
         for column in columns:
+            if not column.required and column.metric not in run.metrics_at(table.checkpoint):
+                note = f"{column.label}: empty for runs without '{column.metric}' (e.g. {run.source})"
+                if not any(known.startswith(f"{column.label}: empty") for known in notes):
+                    notes.append(note)
+                continue
             value, note = _cell_value(table, rows[0], column, run)
             if note and note not in notes:
                 notes.append(note)

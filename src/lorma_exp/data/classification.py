@@ -19,6 +19,7 @@ from lorma_exp.config import ConfigError, DataConfig, Problem, TaskConfig
 from lorma_exp.data.base import Batch, TaskData
 from lorma_exp.distributed import DistEnv, all_gather_objects
 from lorma_exp.metrics.glue import compute_metrics
+from lorma_exp.run_folder import TRAIN_SPLIT
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -163,12 +164,14 @@ def build_classification_task(
     }
     collate = PaddingCollator(tokenizer.pad_token_id, task.problem)
     eval_splits = {name: encoded[name] for name in data.eval_splits}
+    # The evaluator also scores the training rows, under TRAIN_SPLIT, when the trainer asks (eval_train).
+    scored = {**eval_splits, TRAIN_SPLIT: encoded["train"]}
     return TaskData(
         problem=task.problem,
         train=encoded["train"],
         eval_splits=eval_splits,
         collate=collate,
-        evaluator=ClassificationEvaluator(eval_splits, collate, task, env),
+        evaluator=ClassificationEvaluator(scored, collate, task, env),
         num_labels=task.num_labels,
         info={"train_rows": len(encoded["train"]), **{f"{k}_rows": len(v) for k, v in eval_splits.items()}},
     )
