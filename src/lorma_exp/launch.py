@@ -157,12 +157,18 @@ def _old_cell(cell: str) -> dict[str, str] | None:
     return None
 
 
+def launch_arguments(arguments: Sequence[str]) -> list[str]:
+    """The command line Hydra is handed for the one a user typed (ConfigError for an old experiment form
+    that does not translate)."""
+    arranged = new_experiment_form(overrides_first(arguments))
+    return [*sweep_folder_override(arranged), *arranged]
+
+
 def prepare_launch() -> None:
     """Call once, before the ``@hydra.main`` function runs."""
     register_configs()
     try:
-        arguments = new_experiment_form(overrides_first(sys.argv[1:]))
-        sys.argv[1:] = [*sweep_folder_override(arguments), *arguments]
+        sys.argv[1:] = launch_arguments(sys.argv[1:])
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
