@@ -25,10 +25,10 @@ import re
 import shlex
 import subprocess
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
@@ -101,6 +101,12 @@ class Parsed(Exception):
 
 
 def argparse_accepts(main, argv: list[str], monkeypatch) -> None:
+    """``main(argv)`` gets past its argument parser; a program named alone (in prose) must answer --help."""
+    if not argv:
+        with pytest.raises(SystemExit) as stopped:
+            main(["--help"])
+        assert stopped.value.code == 0
+        return
     original = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(parser, args=None, namespace=None):
@@ -138,8 +144,10 @@ def hydra_app_composes(script: str, argv: list[str]) -> None:
 
 
 def console_script_main(name: str):
-    (entry,) = [entry for entry in metadata.entry_points(group="console_scripts") if entry.name == name]
-    return entry.load()
+    """The function pip makes console script ``name`` call (pyproject.toml's ``[project.scripts]``)."""
+    target = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"][name]
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def check_command(argv: list[str], monkeypatch) -> None:

@@ -5,6 +5,8 @@ transformers' own loaders: their logits must be ours (≤ 1e-5 relative)."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,9 +18,10 @@ from peft import AutoPeftModelForSequenceClassification, PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lorma_exp import pipeline
+from lorma_exp.data.vllm import _vllm_lora_rank
 from lorma_exp.export import export_run, load_trained, main
 from lorma_exp.models import hub_name, resolve_name_or_path
-from lorma_exp.run_folder import RunFolder
+from lorma_exp.run_folder import PEFT_ADAPTER_DIR, RunFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,3 +153,19 @@ def test_lorma_export_is_installed_and_reports_bad_settings():
         timeout=120,
     )
     assert result.returncode == 2 and "format: 'onnx' is not one of peft, merged, lorma" in result.stderr
+
+
+def test_the_documented_vllm_line_serves_the_adapter_a_table4_lorma_plus_run_writes(compose_settings):
+    """The README's `vllm serve` line: the base is the cell's model, the adapter its adapter_peft/, and
+    --max-lora-rank the one vLLM needs for the cell's rank (what eval.py's vLLM backend passes)."""
+    readme = re.sub(r"\\\n\s*", " ", (REPO_ROOT / "README.md").read_text())
+    (line,) = [line for line in readme.splitlines() if line.startswith("vllm serve")]
+    tokens = shlex.split(line, comments=True)
+    settings = compose_settings(
+        "experiment=table4", "model=llama3_8b", "task=metamathqa", "method=lorma_plus"
+    )
+    assert tokens[2] == settings.model.name_or_path
+    assert "--enable-lora" in tokens
+    assert int(tokens[tokens.index("--max-lora-rank") + 1]) == _vllm_lora_rank(settings.method.r)
+    name, path = tokens[tokens.index("--lora-modules") + 1].split("=")
+    assert name and Path(path).name == PEFT_ADAPTER_DIR and Path(path).parent.parent.name == "table4"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -186,8 +187,19 @@ def repository_site_packages() -> Path:
     return Path(next(path for path in sys.path if path.endswith("site-packages") and Path(path).is_dir()))
 
 
+@pytest.mark.slow  # builds a wheel and a venv: about a minute on 2 cores
 def test_the_wheel_carries_conf_and_its_console_scripts_run_from_any_directory(tmp_path):
     wheels = tmp_path / "wheels"
+    # Built from a copy: setuptools leaves an egg-info beside the sources, which would shadow the
+    # installed metadata of the repository's own environment.
+    source = tmp_path / "source"
+    shutil.copytree(
+        REPO_ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "outputs", "tests", "*.egg-info", "__pycache__", ".*cache"
+        ),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -201,7 +213,7 @@ def test_the_wheel_carries_conf_and_its_console_scripts_run_from_any_directory(t
             str(wheels),
             ".",
         ],
-        cwd=REPO_ROOT,
+        cwd=source,
         check=True,
         capture_output=True,
     )
