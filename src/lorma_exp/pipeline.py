@@ -35,7 +35,7 @@ from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
 from lorma_exp.export import write_run_exports
 from lorma_exp.methods import Method, method_for
 from lorma_exp.models import ModelLoadError, load_backbone, load_model_config, load_tokenizer
-from lorma_exp.plots import plot_loss_curve
+from lorma_exp.plots import curve_title, plot_loss_curve
 from lorma_exp.run_folder import RESULTS_FILE, RunFolder, write_evaluation_record
 from lorma_exp.summary import format_summary
 from lorma_exp.tracking import RunLogger, wandb_group_and_tags
@@ -213,8 +213,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         save(trainer.model, run.weights(method.weights_name))
         write_run_exports(method, trainer.model, tokenizer, run, settings)
         logger.write_csv()
-        title = f"{settings.task.name} · {settings.model.name} · {settings.method.name}"
-        plot_loss_curve(run.read_events(), settings.task.main_metric, title, run.loss_curve)
+        plot_loss_curve(run.read_events(), settings.task.main_metric, curve_title(identity), run.loss_curve)
         run.write_results(record)
         trainer.finish()
         logger.finish(record)
