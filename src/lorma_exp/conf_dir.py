@@ -16,7 +16,7 @@ REPOSITORY_CONF = Path(__file__).resolve().parents[2] / "conf"
 
 def conf_dir() -> Path:
     """The packaged copy when the package was installed from a wheel, else the repository's ``conf/``."""
-    return PACKAGED_CONF if (PACKAGED_CONF / "config.yaml").is_file() else REPOSITORY_CONF
+    return PACKAGED_CONF if PACKAGED_CONF.is_dir() else REPOSITORY_CONF
 
 
 CONF_DIR = conf_dir()

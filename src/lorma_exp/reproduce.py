@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lorma_exp.paper import REPRODUCTIONS, Cell, Grid, Reproduction
-from lorma_exp.run_folder import RESULTS_FILE, RunFolder, is_final_weights
+from lorma_exp.run_folder import METRICS_FILE, RESULTS_FILE, RunFolder, is_final_weights
 
 CONSOLE_LOG = "reproduce.log"
 POLL_SECONDS = 2.0
@@ -284,7 +284,7 @@ def run_sweep(command: list[str], folder: Path, dry_run: bool) -> None:
     if process.returncode != 0:
         unfinished = [
             path.parent
-            for path in folder.rglob("metrics.jsonl")
+            for path in folder.rglob(METRICS_FILE)
             if path.stat().st_mtime >= started and not RunFolder(path.parent).is_finished()
         ]
         for run_dir in unfinished:

@@ -137,10 +137,13 @@ def hydra_app_composes(script: str, argv: list[str]) -> None:
             cfg = compose(config_name, overrides=job, return_hydra_config=True)
             if script != "train.py":
                 continue
-            HydraConfig.instance().set_config(cfg)
-            with open_dict(cfg):
-                del cfg["hydra"]
-            check_task(validate(cfg).task)
+            HydraConfig.instance().set_config(cfg)  # for the ${hydra:...} values validation resolves
+            try:
+                with open_dict(cfg):
+                    del cfg["hydra"]
+                check_task(validate(cfg).task)
+            finally:  # no Hydra job is running: later in-process runs must not see one
+                HydraConfig.instance().cfg = None
 
 
 def console_script_main(name: str):

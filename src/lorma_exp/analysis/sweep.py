@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from lorma_exp.analysis.render import METHOD_COLOURS, RenderedTable, agg_figure
 from lorma_exp.analysis.runs import Run, RunDataError
 from lorma_exp.methods import IDENTITY_FIELDS
-from lorma_exp.run_folder import RunFolder
+from lorma_exp.run_folder import RESULTS_FILE, RunFolder
 
 # The results.json fields a run is grouped by, in column order; trainer.* settings follow.
 RUN_KEYS: tuple[str, ...] = ("task", "model", "method", *IDENTITY_FIELDS)
@@ -57,7 +57,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def sweep_table(runs: Sequence[Run], checkpoint: str = "best") -> tuple[RenderedTable, list[str]]:
     """The table (see the module docstring) and the keys it groups by."""
     if not runs:
-        raise RunDataError("no finished runs (results.json) under --runs")
+        raise RunDataError(f"no finished runs ({RESULTS_FILE}) under --runs")
     main_metrics = {run.results["main_metric"] for run in runs}
     if len(main_metrics) != 1:
         raise RunDataError(
