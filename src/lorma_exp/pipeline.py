@@ -198,6 +198,11 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
             name=settings.run_name,
             group=group,
             tags=tags,
+            params=counts,
+            best_metric=(
+                f"eval/{next(iter(task.eval_splits))}/{settings.task.main_metric}",
+                settings.task.greater_is_better,
+            ),
         )
 
     def save(trained: torch.nn.Module, folder: Path) -> None:
