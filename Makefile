@@ -8,14 +8,15 @@ TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,torch==2.13.0)
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-slow lint format clean bench
+.PHONY: help install run test test-slow lint format clean bench lock
 
 # Reproductions (make reproduce-NAME, one per table or analysis declared in src/lorma_exp/paper.py):
 # MODELS=, TASKS=, METHODS= (space-separated), SEEDS=1,2,3, LAUNCHER=joblib|slurm|submitit_slurm,
-# SMOKE=1 (the same cells on embedded stand-ins, a few steps per run, offline).
+# SMOKE=1 (the same cells on embedded stand-ins, a few steps per run, offline), ROOT=dir (default
+# outputs/reproduce, outputs/reproduce-smoke for SMOKE).
 REPRO_ARGS = $(if $(MODELS),--models $(MODELS)) $(if $(TASKS),--tasks $(TASKS)) \
 	$(if $(METHODS),--methods $(METHODS)) $(if $(SEEDS),--seeds $(SEEDS)) \
-	$(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(SMOKE),--smoke)
+	$(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(SMOKE),--smoke) $(if $(ROOT),--root $(ROOT))
 REPRODUCE = HF_HUB_DISABLE_TELEMETRY=1 $(if $(SMOKE),HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1) \
 	$(PY) -m lorma_exp.reproduce
 
@@ -28,14 +29,17 @@ help: ## list the targets
 
 install: $(VENV)/.installed ## create .venv/ with the project, its tools and the offline assets
 
-$(VENV)/.installed: pyproject.toml requirements-assets.txt requirements-oracles.txt
+# The versions the test suite ran with (make lock rewrites it); torch is left to TORCH above.
+LOCK := constraints.txt
+
+$(VENV)/.installed: pyproject.toml requirements-assets.txt requirements-oracles.txt $(LOCK)
 	@command -v java >/dev/null 2>&1 || { echo "Installing a Java runtime (METEOR 1.5 runs on Java)"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq default-jre-headless; \
 		else echo "Please run: sudo apt-get install default-jre-headless"; exit 1; fi; }
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(if $(TORCH),$(PIP) install -q "$(TORCH)")
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -c $(LOCK) -e '.[all,dev]'
 	$(PIP) install -q --no-deps -r requirements-assets.txt -r requirements-oracles.txt
 	touch $@
 
@@ -55,6 +59,10 @@ lint: install ## ruff check and format check
 format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+lock: install ## rewrite constraints.txt with the versions installed in .venv/ (after a passing make test)
+	{ echo "# The versions lorma-exp's tests ran with (make lock); make install installs them. torch: see TORCH."; \
+	  $(PIP) freeze --exclude-editable | grep -vE '^(torch|triton|nvidia-[a-z0-9-]+)=='; } > $(LOCK)
 
 bench: install ## LoRMA's cost next to LoRA, PEFT and the authors' form (CPU, a few minutes; BENCH_ARGS=...)
 	$(PY) -m lorma_exp.bench --preset cpu --readme benchmarks/README.md $(BENCH_ARGS)

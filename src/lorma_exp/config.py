@@ -23,11 +23,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from lorma_exp.adapters import INFLATIONS
+from lorma_exp.conf_dir import CONF_DIR
 from lorma_exp.methods import find_method, method_kinds
 from lorma_exp.run_folder import CONFIG_FILE, RunFolder
 from lorma_exp.settings_resolvers import SETTINGS_RESOLVERS
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 class ConfigError(ValueError):
@@ -310,6 +309,11 @@ def run_stamp() -> str:
     return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{os.getpid() % 100000:05d}"
 
 
+def sweep_job_suffix(overrides: str) -> str:
+    """``/<overrides>`` for a sweep job's folder (``/`` in a value kept inside the one level), or nothing."""
+    return "/" + overrides.replace("/", "_") if overrides else ""
+
+
 def register_configs() -> None:
     """Make the schema available to ``defaults: [train_schema, ...]`` and install our resolvers."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
@@ -322,6 +326,8 @@ def register_configs() -> None:
         "run_stamp": run_stamp,
         # ``${evaluation_dir:${run_dir},${run_stamp:}}``: where one eval.py run of a run folder writes.
         "evaluation_dir": lambda run_dir, stamp: str(RunFolder(run_dir).evaluation(stamp)),
+        # ``${sweep_job_suffix:${hydra.job.override_dirname}}``: a sweep job's overrides beyond its run name.
+        "sweep_job_suffix": sweep_job_suffix,
         **SETTINGS_RESOLVERS,
     }
     for name, resolver in resolvers.items():
@@ -514,9 +520,9 @@ def validate(cfg: DictConfig) -> TrainConfig:
         "Use e.g. trainer.eval_steps=200.",
     )
     _check(
-        trainer.device in ("auto", "cpu", "cuda") or trainer.device.startswith("cuda:"),
+        trainer.device in ("auto", "cpu", "cuda", "mps") or trainer.device.startswith("cuda:"),
         "trainer.device",
-        f"must be auto, cpu, cuda or cuda:N, got {trainer.device!r}",
+        f"must be auto, cpu, cuda, cuda:N or mps, got {trainer.device!r}",
         "Use trainer.device=auto.",
     )
     _check(

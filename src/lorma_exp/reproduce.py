@@ -14,22 +14,31 @@ what the method has, e.g. ``_r8_a16_pre_q-v`` for LoRMA, none for full fine-tuni
 interrupted ones from their checkpoint and starts the missing ones. ``--smoke`` runs the same cells with
 the grid's SMOKE stand-in (``debug=smoke*``: an embedded model and task, a few steps, offline; one seed
 unless ``--seeds`` says otherwise).
+
+The console shows one line per run (its cell, status, main metric and time) as runs finish; everything
+the training processes print (transformers' load reports, progress) goes to ``<root>/<grid>/reproduce.log``,
+and each run's own log stays in its ``train.log``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
+import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lorma_exp.paper import REPRODUCTIONS, Cell, Grid, Reproduction
-from lorma_exp.run_folder import RESULTS_FILE, RunFolder, is_final_weights
+from lorma_exp.run_folder import METRICS_FILE, RESULTS_FILE, RunFolder, is_final_weights
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+CONSOLE_LOG = "reproduce.log"
+POLL_SECONDS = 2.0
 
 
 @dataclass
@@ -68,8 +77,7 @@ def sweep_commands(grid: Grid, selection: Selection) -> list[list[str]]:
     else:
         cells = [f"model={','.join(models)}", f"task={','.join(tasks)}"]
     common = [
-        sys.executable,
-        "train.py",
+        console_script("lorma-train"),
         "-m",
         f"experiment={grid.name}",
         *cells,
@@ -84,6 +92,17 @@ def sweep_commands(grid: Grid, selection: Selection) -> list[list[str]]:
     if selection.launcher != "basic":
         common.append(f"hydra/launcher={selection.launcher}")
     return [[*common, *variant] for variant in grid.variants]
+
+
+def console_script(name: str) -> str:
+    """The installed console script ``name`` of this interpreter's environment (``lorma-train``, ...)."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        raise SystemExit(
+            f"error: {name} is not installed in this environment. Install lorma-exp: make install."
+        )
+    return found
 
 
 def output_root(selection: Selection) -> Path:
@@ -109,7 +128,7 @@ def evaluation_commands(grid: Grid, selection: Selection) -> list[list[str]]:
         for evaluation in grid.evaluations:
             task = evaluation.smoke_task if selection.smoke else evaluation.task
             if not already_evaluated(results.parent, task, evaluation.task):
-                command = [sys.executable, "eval.py", f"run_dir={results.parent}", f"task={task}"]
+                command = [console_script("lorma-eval"), f"run_dir={results.parent}", f"task={task}"]
                 command.append(f"paper_task={evaluation.task}")
                 commands.append([*command, *(["debug=smoke"] if selection.smoke else [])])
     return commands
@@ -174,7 +193,12 @@ def parse_arguments(argv: Sequence[str]) -> tuple[Reproduction, Selection, bool]
     )
     parser.add_argument("--launcher", default="basic", choices=("basic", "joblib", "slurm", "submitit_slurm"))
     parser.add_argument("--smoke", action="store_true", help="embedded stand-ins, a few steps per run")
-    parser.add_argument("--root", type=Path, default=None, help="default: outputs/reproduce[-smoke]")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="where the grids' runs go (default: outputs/reproduce[-smoke])",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     arguments = parser.parse_args(argv)
     if arguments.list:
@@ -194,20 +218,138 @@ def parse_arguments(argv: Sequence[str]) -> tuple[Reproduction, Selection, bool]
     return REPRODUCTIONS[arguments.name], selection, arguments.dry_run
 
 
-def _run(commands: list[list[str]], dry_run: bool) -> None:
-    for command in commands:
-        print("+ " + shlex.join(command), flush=True)
-        if not dry_run:
-            subprocess.run(command, cwd=REPO_ROOT, check=True)
+def selected_cell(record: dict[str, Any], grid: Grid, selection: Selection) -> bool:
+    """Whether a finished run (its results.json) is one of the selected cells of ``grid``."""
+    cell = record.get("paper_cell") or {}
+    seeds = selection.seeds or ("1" if selection.smoke else ",".join(str(seed) for seed in grid.seeds))
+    return (
+        cell.get("table") == grid.name
+        and cell.get("model") in (selection.models or grid.models)
+        and cell.get("task") in (selection.tasks or grid.tasks)
+        and cell.get("method") in (selection.methods or grid.methods)
+        and str(record.get("seed")) in seeds.split(",")
+    )
+
+
+def run_line(run_dir: Path, folder: Path, status: str, record: dict[str, Any] | None) -> str:
+    """One run as one line: its cell (the folder under the grid), status, main metric at the best
+    evaluation (the paper's rule) and training time."""
+    cell = run_dir.relative_to(folder).as_posix() if run_dir.is_relative_to(folder) else str(run_dir)
+    metric = time_taken = ""
+    if record is not None:
+        name = record.get("main_metric")
+        value = ((record.get("best") or {}).get("metrics") or {}).get(name)
+        metric = f"{name} {value:.4f}" if isinstance(value, float) else f"{name} —"
+        time_taken = f"{(record.get('train') or {}).get('wall_time_s', 0.0):.0f} s"
+    return f"  {cell:<58} {status:<10} {metric:<22} {time_taken}"
+
+
+def _read_results(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):  # being written, or broken: read again at the next look
+        return None
+
+
+def _finished_since(folder: Path, since: float) -> Iterable[Path]:
+    return (path for path in folder.rglob(RESULTS_FILE) if path.stat().st_mtime >= since)
+
+
+def run_sweep(command: list[str], folder: Path, dry_run: bool) -> None:
+    """Run one ``lorma-train -m`` command with its console output sent to ``folder/reproduce.log``,
+    printing a line for each run as it finishes (and, should the sweep fail, where its error is)."""
+    print("+ " + shlex.join(command), flush=True)
+    if dry_run:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / CONSOLE_LOG
+    started = time.time()
+    reported: set[Path] = set()
+
+    def report_new() -> None:
+        for path in sorted(_finished_since(folder, started)):
+            record = _read_results(path)
+            if path not in reported and record is not None:
+                reported.add(path)
+                print(run_line(path.parent, folder, "finished", record), flush=True)
+
+    with log.open("a") as console:
+        console.write(f"\n+ {shlex.join(command)}\n")
+        console.flush()
+        process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT)
+        while process.poll() is None:
+            time.sleep(POLL_SECONDS)
+            report_new()
+    report_new()
+    if process.returncode != 0:
+        unfinished = [
+            path.parent
+            for path in folder.rglob(METRICS_FILE)
+            if path.stat().st_mtime >= started and not RunFolder(path.parent).is_finished()
+        ]
+        for run_dir in unfinished:
+            print(run_line(run_dir, folder, "failed", None) + f"  (see {RunFolder(run_dir).train_log})")
+        raise SystemExit(
+            f"error: the sweep stopped (exit status {process.returncode}); its output is in {log}. Fix the "
+            "cause and run the same command again: finished runs are skipped, interrupted ones resumed."
+        )
+
+
+def report_skipped(grid: Grid, selection: Selection) -> None:
+    """A line for each selected run that is already finished (the sweeps will skip it)."""
+    folder = output_root(selection) / grid.name
+    for path in sorted(folder.rglob(RESULTS_FILE)) if folder.is_dir() else ():
+        record = _read_results(path)
+        if record is not None and selected_cell(record, grid, selection):
+            print(run_line(path.parent, folder, "skipped", record), flush=True)
+
+
+def run_evaluation(command: list[str], dry_run: bool) -> None:
+    """One ``lorma-eval`` command, as one line: the run, the task it scored, its main metric, the time."""
+    print("+ " + shlex.join(command), flush=True)
+    if dry_run:
+        return
+    run_dir = Path(next(a.split("=", 1)[1] for a in command if a.startswith("run_dir=")))
+    folder = run_dir.parent
+    log = folder / CONSOLE_LOG
+    started = time.time()
+    with log.open("a") as console:
+        console.write(f"\n+ {shlex.join(command)}\n")
+        console.flush()
+        finished = subprocess.run(command, stdout=console, stderr=subprocess.STDOUT)
+    if finished.returncode != 0:
+        raise SystemExit(
+            f"error: {shlex.join(command)} failed (exit status {finished.returncode}); see {log}"
+        )
+    _, record = RunFolder(run_dir).evaluation_records()[-1]
+    scores = " ".join(
+        f"{split}: " + " ".join(f"{name} {value:.4f}" for name, value in list(metrics.items())[:2])
+        for split, metrics in record["splits"].items()
+    )
+    print(f"  {run_dir}  task={record['task']}  {scores}  {time.time() - started:.0f} s", flush=True)
+
+
+def run_report(command: list[str], dry_run: bool) -> None:
+    print("+ " + shlex.join(command), flush=True)
+    if not dry_run:
+        subprocess.run(command, check=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     reproduction, selection, dry_run = parse_arguments(sys.argv[1:] if argv is None else argv)
-    if reproduction.grid is not None:
-        _run(sweep_commands(reproduction.grid, selection), dry_run)
-        # needs the finished runs: after the sweeps
-        _run(evaluation_commands(reproduction.grid, selection), dry_run)
-    _run([report_command(reproduction, selection)], dry_run)
+    grid = reproduction.grid
+    if grid is not None:
+        folder = output_root(selection) / grid.name
+        if not dry_run:
+            print(
+                f"{reproduction.name}: runs in {folder}/ (console output: {folder / CONSOLE_LOG})", flush=True
+            )
+            report_skipped(grid, selection)
+        for command in sweep_commands(grid, selection):
+            run_sweep(command, folder, dry_run)
+        for command in evaluation_commands(grid, selection):  # needs the finished runs: after the sweeps
+            run_evaluation(command, dry_run)
+    run_report(report_command(reproduction, selection), dry_run)
 
 
 if __name__ == "__main__":

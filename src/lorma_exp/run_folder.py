@@ -29,6 +29,9 @@ METRICS_CSV = "metrics.csv"
 RESULTS_FILE = "results.json"
 LABELS_FILE = "labels.json"
 LOSS_CURVE = "loss_curve.png"
+# A PEFT LoRA adapter of the final weights, for methods whose update is exactly a LoRA update.
+PEFT_ADAPTER_DIR = "adapter_peft"
+TOKENIZER_DIR = "tokenizer"
 WANDB_ID_FILE = ".wandb_id"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last"
@@ -222,6 +225,16 @@ class RunFolder:
     def best_weights(self, weights_name: str) -> Path:
         """The weights of the best evaluation (``adapter_best``, ``model_best``)."""
         return self.path / best_weights_name(weights_name)
+
+    @property
+    def peft_adapter(self) -> Path:
+        """The final weights as a PEFT LoRA adapter (``PeftModel.from_pretrained``), where that is exact."""
+        return self.path / PEFT_ADAPTER_DIR
+
+    @property
+    def tokenizer(self) -> Path:
+        """The run's tokenizer (``AutoTokenizer.from_pretrained``)."""
+        return self.path / TOKENIZER_DIR
 
     def snapshot(self, epoch: int) -> Path:
         """The weights at the end of epoch ``epoch`` (``trainer.snapshot_every_epoch=true``)."""

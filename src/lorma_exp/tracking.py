@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
 import netrc
 import os
@@ -24,6 +25,11 @@ from lorma_exp.run_folder import RunFolder, strict_json
 log = logging.getLogger(__name__)
 
 RESULTS_SUMMARY_KEY = "results"
+# Summary keys of the trainable parameter counts: model/params/adapter, .../head, .../total, ...
+PARAMS_PREFIX = "model/params"
+# What a finished run logs besides its metrics: results.json as a table, and loss_curve.png.
+RESULTS_TABLE_KEY = "results_table"
+LOSS_CURVE_KEY = "loss_curve"
 TAG_FIELDS: tuple[str, ...] = ("task", "model", "method", "r", "alpha", "mode", "seed")
 SMOKE_GROUP_SUFFIX = "-smoke"
 
@@ -78,9 +84,21 @@ class RunLogger:
         self.wandb_run: Any = None
 
     def start_wandb(
-        self, settings: WandbConfig, config: dict[str, Any], name: str, group: str, tags: list[str]
+        self,
+        settings: WandbConfig,
+        config: dict[str, Any],
+        name: str,
+        group: str,
+        tags: list[str],
+        params: Mapping[str, int] | None = None,
+        best_metric: tuple[str, bool] | None = None,
     ) -> None:
-        """Open the wandb run (rank 0); its files go under the run folder."""
+        """Open the wandb run (rank 0); its files go under the run folder.
+
+        ``params`` (trainable parameter counts) go into the summary as ``model/params/<kind>``;
+        ``best_metric`` (logged name, greater is better) gets its best value as its summary, as the
+        training loss gets its lowest.
+        """
         if not self.enabled:
             return
         import wandb
@@ -98,6 +116,12 @@ class RunLogger:
             resume="allow",
             id=self._wandb_id(),
         )
+        for kind, count in (params or {}).items():
+            self.wandb_run.summary[f"{PARAMS_PREFIX}/{kind}"] = count
+        self.wandb_run.define_metric("train/loss", summary="min")
+        if best_metric is not None:
+            metric, greater_is_better = best_metric
+            self.wandb_run.define_metric(metric, summary="max" if greater_is_better else "min")
         log.info("wandb run %s (%s mode)", self.wandb_run.id, mode)
 
     def _wandb_id(self) -> str:
@@ -145,9 +169,17 @@ class RunLogger:
         return path
 
     def finish(self, results: dict[str, Any]) -> None:
-        """Close the wandb run with results.json in its summary, where reports read it back."""
+        """Close the wandb run with results.json in its summary, where reports read it back, and as a
+        table (one row per field), with the loss curve figure."""
         if self.wandb_run is not None:
+            import wandb
+
             publish_results(self.wandb_run, results)
+            rows = [[key, json.dumps(value)] for key, value in results.items()]
+            media: dict[str, Any] = {RESULTS_TABLE_KEY: wandb.Table(columns=["field", "value"], data=rows)}
+            if self.run.loss_curve.is_file():
+                media[LOSS_CURVE_KEY] = wandb.Image(str(self.run.loss_curve))
+            self.wandb_run.log(media)
             self.wandb_run.finish()
             self.wandb_run = None
 

@@ -48,22 +48,26 @@ def test_the_embedded_default_trains_and_prints_a_summary(tmp_path):
 @pytest.mark.parametrize(
     "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
 )
-def test_a_two_job_multirun_writes_one_folder_per_job(tiny_bert_dir, tmp_path, launcher):
+def test_a_two_job_multirun_writes_one_folder_per_job_named_by_the_run(tiny_bert_dir, tmp_path, launcher):
+    """Overrides on both sides of -m, as users write them; each job's folder is its run_name."""
     sweep = tmp_path / "sweep"
     result = run_entry(
         "train.py",
+        f"model.name_or_path={tiny_bert_dir}",
+        "data.num_examples=48",
         "-m",
         *launcher,
         "seed=1,2",
-        f"model.name_or_path={tiny_bert_dir}",
-        "data.num_examples=48",
         "trainer.max_steps=2",
         "trainer.progress_bar=false",
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    seeds = sorted(json.loads(p.read_text())["seed"] for p in sweep.glob("*/results.json"))
+    folders = sorted(path.parent.relative_to(sweep).as_posix() for path in sweep.rglob("results.json"))
+    assert folders == [f"minilm/reviews/lorma_plus_r8_a16_pre_q-v/seed{seed}" for seed in (1, 2)]
+    seeds = [json.loads((sweep / folder / "results.json").read_text())["seed"] for folder in folders]
     assert seeds == [1, 2]
+    assert all((sweep / folder / "train.log").is_file() for folder in folders)
 
 
 def test_torchrun_with_two_processes_trains_what_one_process_with_the_same_global_batch_trains(tmp_path):

@@ -32,3 +32,27 @@ def test_every_unreachable_item_is_reported_and_the_exit_is_non_zero():
     assert fetched.returncode != 0
     assert "model FacebookAI/roberta-large" in fetched.stderr
     assert "data.dataset='nyu-mll/glue'" in fetched.stderr
+
+
+def test_the_overrides_of_one_run_list_what_that_run_needs():
+    listed = prefetch("task=cola", "model=roberta_base", "--list")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert listed.stdout.splitlines() == ["model   FacebookAI/roberta-base", "dataset nyu-mll/glue (cola)"]
+    mixed = prefetch("table2", "task=cola", "--list")
+    assert mixed.returncode == 2 and "not both" in mixed.stderr
+
+
+def test_offline_a_hub_task_or_model_says_to_prefetch_it_or_use_a_local_folder(tmp_path):
+    """The error a user meets on an offline machine names the two ways out."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    for number, (overrides, field) in enumerate(
+        [
+            (["task=cola"], "data.dataset to a folder"),
+            (["model=roberta_base", "task=reviews"], "point model.name_or_path at a local folder"),
+        ]
+    ):
+        command = [sys.executable, "train.py", *overrides, f"run_dir={tmp_path / str(number)}"]
+        result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 2
+        assert "python scripts/prefetch.py <this run's overrides>" in result.stderr
+        assert field in result.stderr

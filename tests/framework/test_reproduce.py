@@ -149,6 +149,13 @@ def test_one_smoke_cell_runs_end_to_end_to_the_table_and_is_skipped_when_rerun(t
     first = _reproduce(*cell, root=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "SMOKE" in first.stdout and "| base LoRMA₊ |" in first.stdout
+    # One line for the run (cell, status, main metric, time); what the training process printed (the
+    # transformers load report among it) is in the grid's reproduce.log, the run's own log in train.log.
+    (line,) = [text for text in first.stdout.splitlines() if "roberta_base/rte/lorma_plus" in text]
+    assert line.split()[:3] == ["roberta_base/rte/lorma_plus_r8_a8_pre_q-v/seed1", "finished", "accuracy"]
+    assert line.endswith(" s")
+    console = (tmp_path / "table2" / "reproduce.log").read_text()
+    assert "LOAD REPORT" not in first.stdout + first.stderr and "LOAD REPORT" in console
     (results,) = tmp_path.glob("table2/**/results.json")
     record = json.loads(results.read_text())
     assert record["paper_cell"] == {
@@ -166,6 +173,8 @@ def test_one_smoke_cell_runs_end_to_end_to_the_table_and_is_skipped_when_rerun(t
     again = _reproduce(*cell, root=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert results.stat().st_mtime_ns == before  # the finished run was skipped, not redone
+    (line,) = [text for text in again.stdout.splitlines() if "roberta_base/rte/lorma_plus" in text]
+    assert line.split()[1] == "skipped"
 
 
 @pytest.mark.slow

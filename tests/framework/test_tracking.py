@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,50 @@ def test_logger_wandb_writes_an_offline_run_with_the_results(compose_train, tiny
     record = pipeline.train(cfg)
     assert len(list((Path(cfg.run_dir) / "wandb").glob("offline-run-*"))) == 1
     assert published == [record]
+
+
+def test_a_wandb_run_gets_parameter_counts_best_value_summaries_the_results_table_and_the_loss_curve(
+    compose_train, tiny_run_overrides, monkeypatch
+):
+    """A fake wandb records what the logger asks of it (the offline run's files are binary)."""
+    calls: list[tuple[str, object]] = []
+
+    class FakeRun:
+        id = "fake"
+
+        def __init__(self):
+            self.summary = {}
+
+        def define_metric(self, name, summary):
+            calls.append(("define_metric", (name, summary)))
+
+        def log(self, values, step=None):
+            calls.append(("log", values))
+
+        def finish(self):
+            calls.append(("finish", None))
+
+    run = FakeRun()
+    fake = types.SimpleNamespace(
+        init=lambda **kwargs: run,
+        Table=lambda columns, data: ("table", columns, data),
+        Image=lambda path: ("image", path),
+    )
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    cfg = compose_train(*tiny_run_overrides, "trainer.max_steps=2", "logger=wandb")
+    record = pipeline.train(cfg)
+    split = next(
+        event["split"] for event in RunFolder(Path(cfg.run_dir)).read_events() if event["event"] == "eval"
+    )
+    best = "max" if record["greater_is_better"] else "min"
+    for kind in ("adapter", "head", "total"):
+        assert run.summary[f"model/params/{kind}"] == record["trainable_params"][kind]
+    assert ("define_metric", (f"eval/{split}/{record['main_metric']}", best)) in calls
+    assert ("define_metric", ("train/loss", "min")) in calls
+    media = [values for name, values in calls if name == "log" and "results_table" in values]
+    (last,) = media
+    kind, columns, rows = last["results_table"]
+    assert kind == "table" and columns == ["field", "value"]
+    assert dict(rows)["method"] == json.dumps(record["method"])
+    assert last["loss_curve"] == ("image", str(Path(cfg.run_dir) / "loss_curve.png"))
+    assert calls[-1] == ("finish", None)

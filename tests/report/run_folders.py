@@ -72,7 +72,7 @@ def write_run_folder(
     """A run folder: config.yaml always (with ``paper_cell.table`` = ``launched_for`` or the results'),
     metrics.jsonl from ``loss_curve``, results.json when given."""
     folder.mkdir(parents=True, exist_ok=True)
-    table = launched_for or (results or {}).get("paper_cell", {}).get("table")
+    table = launched_for or ((results or {}).get("paper_cell") or {}).get("table")
     config: dict[str, Any] = {"seed": 0, "paper_cell": {"table": table} if table else None}
     OmegaConf.save(OmegaConf.create(config), folder / "config.yaml")
     with (folder / "metrics.jsonl").open("w") as handle:

@@ -243,6 +243,7 @@ def export_peft_lora(
     directory: str | Path,
     lossy_rank: int | None = None,
     base_model_name_or_path: str | None = None,
+    task_type: str | None = None,
 ) -> dict[str, float]:
     """Write the adapted model as a standard PEFT LoRA adapter (heads and trained biases included), so
     that `peft.PeftModel.from_pretrained(base_model, directory)` computes what `model` computes.
@@ -251,6 +252,8 @@ def export_peft_lora(
     post `ΔW = s·(W·B)·A`) the update is exactly rank r and the export is exact (a fused GPT-2 layer
     exports at rank r per adapted slice). Other variants' updates are full rank: they export only with
     `lossy_rank=k`, as a truncated SVD of `W' − W`.
+
+    `task_type` is PEFT's (`SEQ_CLS`, `CAUSAL_LM`, ...): it picks the class `AutoPeftModel` loads.
 
     Returns each layer's relative Frobenius error `‖ΔW − ΔW_k‖ / ‖ΔW‖` (0.0 for exact exports).
     """
@@ -290,7 +293,7 @@ def export_peft_lora(
     pattern = {re.escape(name): layer_rank for name, layer_rank in ranks.items() if layer_rank != rank}
     peft_config = {
         "peft_type": "LORA",
-        "task_type": None,
+        "task_type": task_type,
         "base_model_name_or_path": _base_model_name(model, base_model_name_or_path),
         "inference_mode": True,
         # Scaling is folded into lora_B, so alpha = rank everywhere (PEFT's scaling alpha / r = 1).

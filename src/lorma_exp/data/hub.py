@@ -11,6 +11,11 @@ import datasets
 log = logging.getLogger(__name__)
 
 PARQUET_EXPORT_REVISION = "refs/convert/parquet"
+# What an offline machine's error says to do about a hub name it does not have.
+PREFETCH_HINT = (
+    "on a machine with network, `python scripts/prefetch.py <this run's overrides>` (or a paper table: "
+    "`python scripts/prefetch.py table2`) downloads it into the Hugging Face cache"
+)
 SCRIPT_DATASET_ERROR = "Dataset scripts are no longer supported"
 
 
@@ -50,13 +55,15 @@ def load_dataset_dict(
         ConnectionError,
         datasets.exceptions.DatasetNotFoundError,
     ) as error:
-        offline = (
-            " HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set, so the hub was not asked."
-            if os.environ.get("HF_DATASETS_OFFLINE") or os.environ.get("HF_HUB_OFFLINE")
-            else ""
-        )
+        offline = bool(os.environ.get("HF_DATASETS_OFFLINE") or os.environ.get("HF_HUB_OFFLINE"))
         where = "a save_to_disk folder" if local.exists() else "the Hugging Face hub (no local folder there)"
+        fix = (
+            f"{PREFETCH_HINT}; or set data.dataset to {local_alternative}"
+            if offline
+            else f"connect to the hub, or set data.dataset to {local_alternative}"
+        )
         raise DataLoadError(
-            f"data.dataset={name_or_path!r} (subset {subset!r}) could not be loaded from {where}.{offline} "
-            f"Cause: {error}. Fix: connect to the hub, or set data.dataset to {local_alternative}."
+            f"data.dataset={name_or_path!r} (subset {subset!r}) could not be loaded from {where}."
+            + (" HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set, so the hub was not asked." if offline else "")
+            + f" Cause: {error}. Fix: {fix}."
         ) from error

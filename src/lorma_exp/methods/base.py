@@ -119,9 +119,23 @@ class Method(ABC):
         the update is not a LoRA update."""
         return None
 
-    def write_lora(self, model: nn.Module, folder: Path) -> None:
-        """Write ``model`` as a PEFT LoRA adapter (only when :meth:`exports_exactly_to_lora`)."""
+    def write_lora(
+        self,
+        model: nn.Module,
+        folder: Path,
+        base_model_name_or_path: str | None = None,
+        task_type: str | None = None,
+    ) -> None:
+        """Write ``model`` as a PEFT LoRA adapter (only when :meth:`exports_exactly_to_lora`) for the base
+        model named (default: the one the model was loaded from) and PEFT's ``task_type`` (``SEQ_CLS``...)."""
         raise ValueError(f"method kind {self.kind!r}: the trained update is not a LoRA update")
+
+    def write_lossy_lora(
+        self, model: nn.Module, folder: Path, rank: int, base_model_name_or_path: str, task_type: str
+    ) -> dict[str, float]:
+        """Write ``model``'s full-rank update as a rank-``rank`` PEFT LoRA adapter (a truncated SVD per
+        layer); returns each layer's relative Frobenius error."""
+        raise ValueError(f"method kind {self.kind!r}: no rank-{rank} LoRA export of this method's update")
 
     @abstractmethod
     def write_merged(self, model: nn.Module, folder: Path) -> None:

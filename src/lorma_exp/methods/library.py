@@ -81,8 +81,25 @@ class LibraryAdapters(Method):
             return None
         return {name: layer.exact_lora_factors() for name, layer in iter_adapter_layers(model)}
 
-    def write_lora(self, model: nn.Module, folder: Path) -> None:
-        export_peft_lora(model, folder)
+    def write_lora(
+        self,
+        model: nn.Module,
+        folder: Path,
+        base_model_name_or_path: str | None = None,
+        task_type: str | None = None,
+    ) -> None:
+        export_peft_lora(model, folder, base_model_name_or_path=base_model_name_or_path, task_type=task_type)
+
+    def write_lossy_lora(
+        self, model: nn.Module, folder: Path, rank: int, base_model_name_or_path: str, task_type: str
+    ) -> dict[str, float]:
+        return export_peft_lora(
+            model,
+            folder,
+            lossy_rank=rank,
+            base_model_name_or_path=base_model_name_or_path,
+            task_type=task_type,
+        )
 
     def write_merged(self, model: nn.Module, folder: Path) -> None:
         save_merged_copy(model, folder, merge_adapters)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 PEFT_BIAS = {"none": "none", "all": "all", "adapter": "lora_only"}
 # PEFT wraps the base model twice: its parameter and module names start with this.
 PEFT_PREFIX = "base_model.model."
+ADAPTER_CONFIG_FILE = "adapter_config.json"
 
 
 def _peft_config(model: nn.Module) -> Any | None:
@@ -91,8 +93,19 @@ class PeftLora(Method):
                 factors[name.removeprefix(PEFT_PREFIX)] = [(whole, lora_b, lora_a)]
         return factors
 
-    def write_lora(self, model: nn.Module, folder: Path) -> None:
+    def write_lora(
+        self,
+        model: nn.Module,
+        folder: Path,
+        base_model_name_or_path: str | None = None,
+        task_type: str | None = None,
+    ) -> None:
         model.save_pretrained(folder)
+        given = {"base_model_name_or_path": base_model_name_or_path, "task_type": task_type}
+        given = {key: value for key, value in given.items() if value is not None}
+        if given:  # PEFT writes the folder the base came from and the task type it was created with
+            config_file = folder / ADAPTER_CONFIG_FILE
+            config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **given}, indent=2))
 
     def write_merged(self, model: nn.Module, folder: Path) -> None:
         save_merged_copy(model, folder, lambda copy: copy.merge_and_unload())
