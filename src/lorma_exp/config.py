@@ -91,6 +91,7 @@ class Strategy(_Choice):
     auto = "auto"
     single = "single"
     ddp = "ddp"
+    fsdp = "fsdp"
 
 
 class GenerationBackend(_Choice):
@@ -546,6 +547,8 @@ def validate(cfg: DictConfig) -> TrainConfig:
         f"scores the training rows of classification and regression tasks; {task.name} is {task.problem}",
         "Set trainer.eval_train=false.",
     )
+    if trainer.strategy == Strategy.fsdp:
+        _check_sharding(trainer, task)
     if task.problem == Problem.classification:
         _check(
             task.num_labels >= 2,
@@ -554,6 +557,29 @@ def validate(cfg: DictConfig) -> TrainConfig:
             "Set task.num_labels to the number of classes.",
         )
     return settings
+
+
+def _check_sharding(trainer: TrainerConfig, task: TaskConfig) -> None:
+    """What ``trainer.strategy=fsdp`` does not support (yet): each names the setting to change."""
+    _check(
+        not trainer.compile,
+        "trainer.compile",
+        "is not tested with trainer.strategy=fsdp",
+        "Set trainer.compile=false, or use trainer=ddp.",
+    )
+    _check(
+        trainer.precision != Precision.fp16,
+        "trainer.precision",
+        "fp16 needs a gradient scaler for sharded gradients, which trainer.strategy=fsdp does not have",
+        "Use trainer.precision=bf16 (or fp32) with trainer=fsdp.",
+    )
+    _check(
+        task.problem != Problem.causal_lm,
+        "trainer.strategy",
+        f"fsdp evaluates classification and regression tasks; {task.name} is {task.problem}, whose "
+        "generation would have the ranks decode different lengths in lockstep",
+        "Use trainer=ddp for generation tasks.",
+    )
 
 
 def check_precision(precision: Precision, device_type: str) -> None:
