@@ -66,7 +66,6 @@ class ShardedModel:
     """A model sharded in place with FSDP2 over every rank of the job (see the module docstring)."""
 
     def __init__(self, model: nn.Module, env: DistEnv, param_dtype: torch.dtype | None) -> None:
-        self.env = env
         # Rank 0's unsharded copy: saved files are written from it, as from a single process's model.
         self.unsharded = copy.deepcopy(model).cpu() if env.is_main else None
         mesh = init_device_mesh(env.device.type, (env.world_size,))
