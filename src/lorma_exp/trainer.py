@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -47,8 +46,9 @@ from lorma_exp.config import (
     TrainerConfig,
     check_precision,
 )
-from lorma_exp.data.base import IGNORE_INDEX, Batch, TaskData
+from lorma_exp.data.base import Batch, TaskData
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
+from lorma_exp.losses import loss_count, summed_loss
 from lorma_exp.run_folder import TRAIN_SPLIT, RunFolder
 from lorma_exp.tracking import RunLogger
 
@@ -139,24 +139,6 @@ def lr_lambda(scheduler: Scheduler, warmup_steps: int, total_steps: int) -> Call
     return factor
 
 
-def summed_loss(
-    problem: str, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float
-) -> torch.Tensor:
-    """The loss summed over examples (or target tokens), before division by the global count."""
-    logits = logits.float()
-    if problem == "regression":
-        return F.mse_loss(logits.squeeze(-1), labels.float(), reduction="sum")
-    if problem == "causal_lm":
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)),
-        labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        label_smoothing=label_smoothing,
-        reduction="sum",
-    )
-
-
 def chunk_seed(seed: int, step: int, chunk: int) -> int:
     """The random seed of chunk ``chunk`` (its place in the global batch) at optimizer step ``step`` (from 0)."""
     return seed + step + CHUNK_SEED_STRIDE * chunk
@@ -187,13 +169,6 @@ def schedule_change_error(
             "sets differently (only trainer.scheduler=constant with a fixed warm-up can change length)"
         )
     return None
-
-
-def loss_count(problem: str, labels: torch.Tensor) -> int:
-    """How many terms :func:`summed_loss` adds up for these labels."""
-    if problem == "causal_lm":
-        return int((labels[:, 1:] != IGNORE_INDEX).sum())
-    return labels.shape[0]
 
 
 class _StopRequest:

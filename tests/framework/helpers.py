@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lorma_exp.data.classification import PaddingCollator
+from lorma_exp.run_folder import TIMING_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KILL_DRIVER = Path(__file__).resolve().parent / "kill_driver.py"
@@ -53,6 +54,6 @@ def folder_snapshot(folder: Path) -> dict[str, bytes | None]:
 def comparable(events: list[dict]) -> list[dict]:
     """Events without wall-clock fields, floats rounded to 6 significant digits."""
     return [
-        {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in event.items() if k != "time_s"}
+        {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in event.items() if k not in TIMING_KEYS}
         for event in events
     ]
