@@ -46,11 +46,11 @@ from lorma_exp.config import (
     TrainerConfig,
     check_precision,
 )
-from lorma_exp.data.base import Batch, TaskData
+from lorma_exp.data.base import Batch, TaskData, input_tokens
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
 from lorma_exp.losses import loss_count, summed_loss
-from lorma_exp.run_folder import TRAIN_SPLIT, RunFolder
-from lorma_exp.tracking import RunLogger
+from lorma_exp.run_folder import LOSS_KEY, TRAIN_SPLIT, RunFolder
+from lorma_exp.tracking import RunLogger, Throughput
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +272,7 @@ class Trainer:
         self.skipped_steps: list[int] = []
         # since the last log line: summed mean losses and steps (applied ones), the last gradient norm
         self._pending_loss: list[Any] = [0.0, 0, None]
+        self._throughput = Throughput()
         self._stop = _StopRequest()
         self._last_checkpoint_time = time.monotonic()
 
@@ -417,7 +418,8 @@ class Trainer:
                 }
             )
             for name, value in scores.items():
-                metrics[name if index == 0 else f"{split}/{name}"] = value
+                if name != LOSS_KEY:  # the eval loss is in the events; results.json keeps the task's metrics
+                    metrics[name if index == 0 else f"{split}/{name}"] = value
         record = EvalRecord(self.step, self.epoch_of(self.step), metrics)
         evaluator = self.task.evaluator
         main = metrics.get(evaluator.main_metric)
@@ -458,11 +460,15 @@ class Trainer:
         The update is applied only when the loss and the gradient norm are finite (with fp16, the grad
         scaler skips steps whose scaled gradients overflowed, as usual; only the loss decides there).
         """
+        started = time.perf_counter()
         rank, world = self.env.rank, self.env.world_size
         mine = [m * world + rank for m in range(self.grad_accum)]
         batches: list[Batch] = [self.task.collate([self.task.train[i] for i in chunks[c]]) for c in mine]
-        count = torch.tensor(float(sum(loss_count(self.task.problem, b["labels"]) for b in batches)))
-        total_count = all_reduce_sum(count, self.env).item()
+        count = sum(loss_count(self.task.problem, b["labels"]) for b in batches)
+        tokens = sum(input_tokens(b) for b in batches)
+        total_count, total_tokens = all_reduce_sum(
+            torch.tensor([count, tokens], dtype=torch.float64), self.env
+        ).tolist()
         loss_sum = torch.zeros((), device=self.env.device)
         for micro, (chunk, batch) in enumerate(zip(mine, batches, strict=True)):
             torch.manual_seed(chunk_seed(self.seed, self.step, chunk))
@@ -487,6 +493,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        self._throughput.add(time.perf_counter() - started, total_tokens)
         return mean_loss, grad_norm, applied
 
     def _control_flags(self) -> tuple[bool, bool]:
@@ -647,6 +654,7 @@ class Trainer:
                     "loss": mean,
                     "lr": self.scheduler.get_last_lr()[0],
                     "grad_norm": self._pending_loss[2],
+                    **self._throughput.take(),
                 }
             )
             self._pending_loss = [0.0, 0, None]

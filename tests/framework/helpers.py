@@ -51,9 +51,25 @@ def folder_snapshot(folder: Path) -> dict[str, bytes | None]:
     }
 
 
+def tokens_per_train_event(events: list[dict]) -> list[int]:
+    """The input tokens each train event's steps processed, from its throughput fields: tokens/s × mean
+    seconds per step × steps since the previous train event."""
+    counts, previous = [], 0
+    for event in events:
+        if event["event"] == "train":
+            steps = event["step"] - previous
+            counts.append(round(event["tokens_per_s"] * event["step_time_s"] * steps))
+            previous = event["step"]
+    return counts
+
+
 def comparable(events: list[dict]) -> list[dict]:
     """Events without wall-clock fields, floats rounded to 6 significant digits."""
     return [
-        {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in event.items() if k not in TIMING_KEYS}
+        {
+            k: float(f"{v:.6g}") if isinstance(v, float) else v
+            for k, v in event.items()
+            if k not in TIMING_KEYS
+        }
         for event in events
     ]
