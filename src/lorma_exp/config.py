@@ -223,6 +223,8 @@ class TrainerConfig:
     eval_train: bool = False
     num_workers: int = 0
     progress_bar: bool = True
+    # torch.compile the model for its training steps (inductor; evaluation and decoding stay eager)
+    compile: bool = False
 
 
 @dataclass

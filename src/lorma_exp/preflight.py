@@ -1,15 +1,17 @@
 """Every cheap check of a training config, before any data is read or weights are loaded.
 
 Beyond the schema and :func:`config.validate`: the task's family and metrics exist, the launch matches
-``trainer.strategy``, the backbone's config can be read, the precision suits the device, and the method's
-targets exist in the backbone with a rank below both sides of every target (checked on a weightless copy of
-the backbone, built on the ``meta`` device). Each failure is a ConfigError naming the field.
+``trainer.strategy``, the backbone's config can be read, the precision suits the device, ``trainer.compile``
+has its toolchain, and the method's targets exist in the backbone with a rank below both sides of every
+target (checked on a weightless copy of the backbone, built on the ``meta`` device). Each failure is a ConfigError naming the field.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
+import torch
 from omegaconf import DictConfig
 from torch import nn
 
@@ -49,6 +51,22 @@ def check_targets(settings: TrainConfig, skeleton: nn.Module) -> None:
             )
 
 
+def compile_toolchain_problem(device: torch.device) -> str | None:
+    """Why `torch.compile` (inductor) cannot generate code for `device` here, or None when it can: on a
+    CPU it needs a C++ compiler, on a GPU the triton package."""
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            return "on a GPU inductor needs the triton package, which is not installed (pip install triton)"
+        return None
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception as error:  # inductor's own search, whatever it raises
+        return f"on a CPU inductor needs a C++ compiler (g++, or one named by $CXX): {error}"
+    return None
+
+
 def preflight(cfg: DictConfig) -> tuple[TrainConfig, DistEnv]:
     """The validated settings and this process's place in the job, or a ConfigError."""
     settings = validate(cfg)
@@ -62,6 +80,8 @@ def preflight(cfg: DictConfig) -> tuple[TrainConfig, DistEnv]:
     if settings.trainer.strategy == Strategy.single and env.distributed:
         raise ConfigError("trainer.strategy: single, but launched with several processes. Use trainer=ddp.")
     check_precision(settings.trainer.precision, env.device.type)
+    if settings.trainer.compile and (problem := compile_toolchain_problem(env.device)) is not None:
+        raise ConfigError(f"trainer.compile: {problem}. Install it, or set trainer.compile=false.")
     load_model_config(settings.model)
     try:
         skeleton = model_skeleton(settings.model, settings.task.problem, settings.task.num_labels)

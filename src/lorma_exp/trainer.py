@@ -263,6 +263,8 @@ class Trainer:
             if env.distributed
             else self.model
         )
+        if settings.compile:
+            self.wrapped = torch.compile(self.wrapped)
         self.step = 0
         self.resumed_from: int | None = None
         self.best: EvalRecord | None = None

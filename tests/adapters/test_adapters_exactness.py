@@ -11,7 +11,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from lorma_exp.adapters import AdapterConfig, LoraLinear, LormaLinear
-from lorma_exp.adapters.layers import OutputSlice
+from lorma_exp.adapters.layers import SHIFT_PATHS, OutputSlice
 
 from .cases import METHODS, relative_error
 
@@ -74,7 +74,8 @@ SHAPES = [pytest.param(6, 10, id="dout>din"), pytest.param(10, 6, id="dout<din")
 
 
 def _shift_paths(kind: str) -> list[str]:
-    return ["activations", "weight"] if METHODS[kind].fields.get("inflation") == "shift" else ["auto"]
+    """Every way the shift layer can compute (docs/lorma_pi.md), the cost model's choice included."""
+    return list(SHIFT_PATHS) if METHODS[kind].fields.get("inflation") == "shift" else ["auto"]
 
 
 EXACT_CASES = [pytest.param(kind, path, id=f"{kind}-{path}") for kind in KINDS for path in _shift_paths(kind)]
@@ -137,9 +138,9 @@ def test_factor_and_bias_gradients_when_the_input_needs_none(kind, layer_type, b
 
 
 @pytest.mark.parametrize("kind", ["lorma-shift-pre", "lorma-shift-post"])
-def test_both_shift_paths_compute_the_same_function_and_gradients(kind):
+def test_every_shift_path_computes_the_same_function_and_gradients(kind):
     results = []
-    for path in ("activations", "weight"):
+    for path in SHIFT_PATHS:
         torch.manual_seed(0)
         layer = make_adapter(kind, make_base("linear", 7, 9, True))
         layer.shift_path = path
@@ -150,8 +151,9 @@ def test_both_shift_paths_compute_the_same_function_and_gradients(kind):
         out = layer(x)
         out.square().sum().backward()
         results.append([out, x.grad, *(p.grad for p in layer.adapter_parameters())])
-    for on_activations, on_weight in zip(*results, strict=True):
-        assert relative_error(on_activations, on_weight) <= EXACT
+    for first, *others in zip(*results, strict=True):
+        for other in others:
+            assert relative_error(other, first) <= EXACT
 
 
 def test_rri_and_lora_start_at_b_zero_with_kaiming_a():
@@ -181,14 +183,16 @@ def test_no_inflation_starts_at_the_rank_r_projector_b_pinv_b():
     assert relative_error(multiplier @ layer.lorma_B, layer.lorma_B) <= 1e-12  # onto the columns of B
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_fused_gpt2_slices_equal_separate_q_and_v_linears(kind):
+@pytest.mark.parametrize(("kind", "shift_path"), EXACT_CASES)
+def test_fused_gpt2_slices_equal_separate_q_and_v_linears(kind, shift_path):
     """c_attn adapted on its q and v slices computes what separate q, k, v linears compute when q and v
     carry the same adapters; k is untouched."""
     d = 4
     fused_base = make_base("conv1d", d, 3 * d, True)
     slices = [OutputSlice("q", 0, d), OutputSlice("v", 2 * d, 3 * d)]
     fused = make_adapter(kind, fused_base, slices)
+    if shift_path != "auto":
+        fused.shift_path = shift_path
     randomise(fused)
     separate = {}
     for index, name in enumerate("qkv"):

@@ -1,11 +1,11 @@
-"""The π operator and the flop count that picks how LoRMA_π is computed."""
+"""The π operator."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lorma_exp.adapters.functional import cyclic_row_shift, pi, shift_prefers_weight_path
+from lorma_exp.adapters.functional import cyclic_row_shift, pi
 
 
 def test_pi_reproduces_the_papers_figure_3():
@@ -30,13 +30,3 @@ def test_left_shift_inverts_pi_and_is_its_gradient():
 def test_pi_rejects_non_square_input():
     with pytest.raises(ValueError, match="square"):
         pi(torch.zeros(2, 3))
-
-
-def test_weight_path_wins_with_many_tokens_and_activations_with_few():
-    shapes = [(1024, 1024)]
-    # Training: activations 3·T·n² against 2·n²·m + T·n·m, equal at T = m = 1024.
-    assert shift_prefers_weight_path(2048, shapes, training=True)
-    assert not shift_prefers_weight_path(512, shapes, training=True)
-    # Inference: T·n² against n²·m.
-    assert shift_prefers_weight_path(2048, shapes, training=False)
-    assert not shift_prefers_weight_path(512, shapes, training=False)

@@ -21,7 +21,6 @@ from lorma_exp.adapters.functional import (
     shift_costs,
     shift_linear,
     shift_multiplier,
-    shift_prefers_weight_path,
     structured_shift,
 )
 
@@ -213,15 +212,22 @@ def test_bad_arguments_are_refused_with_the_fix():
 NO_OVERHEAD = ShiftCosts(memory_pass=0.0, fft=1e9)  # dense multiply-adds only; FFTs priced out
 
 
-def test_dense_choice_by_multiply_adds_matches_the_weight_path_rule():
-    """With memory free and FFTs priced out, the choice is the dense flop rule of `shift_prefers_weight_path`
-    (training: 3·T·n² against 2·n²·m + T·n·m, equal at T = m = n; inference: T·n² against n²·m)."""
+def test_dense_choice_by_multiply_adds_is_the_flop_rule():
+    """With memory free and FFTs priced out, the choice is the dense flop rule of docs/lorma_pi.md §1
+    (training: 3·T·n² on activations against 2·n²·m + T·n·m for the weight; inference: T·n² against n²·m),
+    so the weight path wins with many tokens and activations with few."""
+    n = m = 1024
     for tokens, training in [(2048, True), (512, True), (2048, False), (512, False)]:
-        chosen = choose_shift_computation(tokens, [(1024, 1024)], 8, training, NO_OVERHEAD)
-        expected = "weight" if shift_prefers_weight_path(tokens, [(1024, 1024)], training) else "activations"
-        assert chosen == expected
-    assert choose_shift_computation(2048, [(1024, 1024)], 8, True, NO_OVERHEAD) == "weight"
-    assert choose_shift_computation(512, [(1024, 1024)], 8, True, NO_OVERHEAD) == "activations"
+        chosen = choose_shift_computation(tokens, [(n, m)], 8, training, NO_OVERHEAD)
+        if training:
+            weight_wins = 2 * n * n * m + tokens * n * m < 3 * tokens * n * n
+        else:
+            weight_wins = n * n * m < tokens * n * n
+        assert chosen == ("weight" if weight_wins else "activations")
+    assert choose_shift_computation(2048, [(n, m)], 8, True, NO_OVERHEAD) == "weight"
+    assert choose_shift_computation(512, [(n, m)], 8, True, NO_OVERHEAD) == "activations"
+    assert choose_shift_computation(2048, [(n, m)], 8, False, NO_OVERHEAD) == "weight"
+    assert choose_shift_computation(512, [(n, m)], 8, False, NO_OVERHEAD) == "activations"
 
 
 def test_structured_wins_where_ffts_are_cheap_and_n_is_large_and_only_there():

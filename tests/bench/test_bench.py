@@ -16,7 +16,7 @@ import transformers
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from lorma_exp.adapters import AdapterConfig, LormaLinear
+from lorma_exp.adapters import AdapterConfig, LoraLinear, LormaLinear
 from lorma_exp.adapters.functional import SHIFT_COMPUTATIONS
 from lorma_exp.adapters.layers import OutputSlice
 from lorma_exp.bench import benchmark
@@ -26,13 +26,7 @@ from lorma_exp.bench.measure import adapter_state_bytes, round_robin, saved_tens
 from lorma_exp.bench.presets import PRECISIONS, LayerShape, ModelCase, ModelShape, Preset
 from lorma_exp.bench.report import CHECKS, MERGED_CHECK, check_targets, update_readme
 from lorma_exp.bench.run import INFERENCE_VARIANTS, REFERENCES, _layer_step, precision_context
-from lorma_exp.bench.variants import (
-    COMPILED,
-    TRAIN_VARIANTS,
-    ShiftLinearLorma,
-    WeightBuiltLorma,
-    compiled,
-)
+from lorma_exp.bench.variants import COMPILED, TRAIN_VARIANTS, UnfusedLora, WeightBuiltLorma, compiled
 
 LAYER = LayerShape("tiny", d_out=12, d_in=8, tokens=16, r=2)
 LLAMA = ModelShape(
@@ -282,19 +276,19 @@ def test_trainable_parameters_follow_the_method(document):
     assert gpt2["lora"]["trainable_params"] == 2 * r * (hidden + hidden) * GPT2.layers
     assert gpt2["lora_fused_c_attn"]["trainable_params"] == r * (hidden + 3 * hidden) * GPT2.layers
     assert gpt2["peft_lora"]["trainable_params"] == gpt2["lora_fused_c_attn"]["trainable_params"]
-    assert gpt2["lorma_pi_pre_shift_linear"]["trainable_params"] == gpt2["lorma_pi_pre"]["trainable_params"]
+    assert gpt2["lora_unfused"]["trainable_params"] == gpt2["lora"]["trainable_params"]
 
 
-def test_the_cost_models_choices_are_recorded_for_the_shift_linear_variants(document):
+def test_the_cost_models_choices_are_recorded_for_the_pi_variants(document):
     layer = _groups(document["records"])[("layer", "tiny", None, 0.0)]
     for mode in ("pre", "post"):
         for computation in SHIFT_COMPUTATIONS:
             assert layer[f"lorma_pi_{mode}_{LABELS[computation]}"]["shift_computations"] == {computation: 1}
-        chosen = layer[f"lorma_pi_{mode}_shift_linear"]["shift_computations"]
+        chosen = layer[f"lorma_pi_{mode}"]["shift_computations"]
         assert sum(chosen.values()) == 1 and set(chosen) <= set(SHIFT_COMPUTATIONS)
     assert layer["lora"]["shift_computations"] is None
     mlp = _groups(document["records"])[("model", "llama-micro", "mlp", 0.1)]
-    assert sum(mlp["lorma_pi_pre_shift_linear"]["shift_computations"].values()) == 4  # o, gate, up, down
+    assert sum(mlp["lorma_pi_pre"]["shift_computations"].values()) == 4  # o, gate, up, down
 
 
 def test_target_checks_cover_every_model_group_and_merged_inference(document):
@@ -395,22 +389,34 @@ def test_the_weight_built_reference_computes_what_lorma_computes(inflation, mode
     _same_function_and_gradients(LormaLinear(base, config), WeightBuiltLorma(base, config), 6)
 
 
-@pytest.mark.parametrize("computation", [None, *SHIFT_COMPUTATIONS])
-@pytest.mark.parametrize("mode", ["pre", "post"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3], ids=["no-dropout", "dropout"])
 @pytest.mark.parametrize("layer_type", ["linear", "conv1d-q-v-slices"])
-def test_the_shift_linear_layer_computes_what_lorma_pi_computes(computation, mode, layer_type):
-    """The benchmark's `ShiftLinearLorma` (the forward the shift variant will take) is LoRMA_π, on a whole
-    layer and on GPT-2's fused q, v slices (k frozen), whatever the computation."""
+def test_the_unfused_reference_computes_what_our_lora_computes(layer_type, dropout):
+    """`lora_unfused`, the reference the fused node's gain is measured against, is our LoRA (the same masks
+    from the same seed), on a whole layer and on GPT-2's fused q, v slices (k frozen)."""
     torch.manual_seed(0)
     slices = None
     if layer_type.startswith("conv1d"):
         base, slices = _weight_base("conv1d"), [OutputSlice("q", 0, 6), OutputSlice("v", 12, 18)]
     else:
         base = _weight_base("linear")
-    config = AdapterConfig(inflation="shift", mode=mode, r=2, alpha=3.0, targets=["layer"])
-    ours = ShiftLinearLorma(base, config, slices)
-    ours.computation = computation
-    _same_function_and_gradients(ours, LormaLinear(base, config, slices), 6)
+    config = AdapterConfig(method="lora", r=2, alpha=3.0, dropout=dropout, targets=["layer"])
+    ours, unfused = LoraLinear(base, config, slices).train(), UnfusedLora(base, config, slices).train()
+    with torch.no_grad():
+        for own, theirs in zip(ours.adapter_parameters(), unfused.adapter_parameters(), strict=True):
+            own.normal_()
+            theirs.copy_(own)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    torch.manual_seed(1)
+    out_ours = ours(x)
+    torch.manual_seed(1)
+    out_unfused = unfused(x)
+    grad_out = torch.randn_like(out_ours)
+    out_ours.backward(grad_out)
+    out_unfused.backward(grad_out)
+    torch.testing.assert_close(out_unfused, out_ours, rtol=1e-12, atol=1e-12)
+    for own, theirs in zip(ours.adapter_parameters(), unfused.adapter_parameters(), strict=True):
+        torch.testing.assert_close(theirs.grad, own.grad, rtol=1e-12, atol=1e-12)
 
 
 def test_compiled_variants_are_whole_model_fullgraph_compiles():

@@ -107,72 +107,151 @@ def low_rank_branch(
     return _LowRankBranch.apply(x, factor_a, factor_b, weight, scale, fold)
 
 
-class _AdaptedLinear(torch.autograd.Function):
-    """A whole adapted layer, frozen product and low-rank branch in one node:
-    `out = x·W^T + b + s·(x·A_eff^T)·B_eff^T`, keeping for backward only what LoRA keeps: `x` and
-    `U = x·A_eff^T` (tokens × r), besides the frozen weight.
+#: Output rows `[start, stop)` of a layer that one adapter slice acts on (`adapted_linear`'s `slices`).
+RowRange = tuple[int, int]
 
-    The branch is accumulated into the frozen products in place (`addmm_`): no output-sized sum in forward
-    and no input-sized one in backward. Per fold, with `G` the output gradient and `dXf = G·W` the frozen
-    layer's input gradient:
-    - `"none"` (LoRA): `dX = dXf + s·(G·B)·A`, `dA = s·(G·B)^T·x`, `dB = s·G^T·U`;
-    - `"into_A"` (LoRMA pre, `A_eff = A·W`, rebuilt in backward rather than kept): as LoRA with `A_eff`,
-      then `dA = dA_eff·W^T`. Three r × weight products per step; the alternative through `h = x·W^T`
-      (`U = h·A^T`, `dX = (G + s·G·B·A)·W`) needs an output-sized copy of `G` in backward, which costs more;
-    - `"into_B"` (LoRMA post, `B_eff = W·B`, built in forward): backward reuses `dXf` instead of `B_eff`,
-      `G·B_eff = dXf·B` and `dB = s·dXf^T·U`, so one r × weight product per step (when `x` needs no
-      gradient `dXf` is not computed and `B_eff` is rebuilt instead).
+
+def _joined(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """`torch.cat(parts, dim)`, without the copy when there is one part."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
+
+
+def _slice_effective_factors(
+    factor_a: torch.Tensor,
+    factor_b: torch.Tensor,
+    weight: torch.Tensor,
+    fold: Fold,
+    slices: tuple[RowRange, ...],
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Every slice's `A_eff` stacked into one `(slices·r, d_in)` matrix (one product gives the whole `U`),
+    and each slice's `B_eff` (`n_s × r`), in `weight`'s dtype (the compute dtype)."""
+    count, dtype = len(slices), weight.dtype
+    factor_a = factor_a.reshape(count, -1, factor_a.shape[-1])
+    factor_b = factor_b.reshape(count, factor_b.shape[-2], -1)
+    if fold == "into_A":
+        stacked_a = _joined([factor_a[s].to(dtype) @ weight[a:b] for s, (a, b) in enumerate(slices)], 0)
+    else:
+        stacked_a = factor_a.reshape(-1, factor_a.shape[-1]).to(dtype)
+    if fold == "into_B":
+        effective_b = [weight[a:b] @ factor_b[s].to(dtype) for s, (a, b) in enumerate(slices)]
+    else:
+        effective_b = [factor_b[s].to(dtype) for s in range(count)]
+    return stacked_a, effective_b
+
+
+class _AdaptedLinear(torch.autograd.Function):
+    """An adapted layer, frozen product and low-rank branches in one node:
+    `out = x·W^T + b`, plus on the rows of every adapted slice `s` (a whole layer is one slice)
+    `s·(x_d·A_eff,s^T)·B_eff,s^T`, where `x_d` is `x` (`dropped` None), or `x` with adapter dropout (`keep` the kept
+    positions, `keep_scale = 1/(1 − p)`: the branch sees `x_d`, the frozen product `x`). Backward keeps only
+    what LoRA keeps: `x_d` (which is `x` without dropout), `U = x_d·A_eff^T` (tokens × slices·r) and the
+    dropout mask, besides the frozen weight.
+
+    The branches are accumulated into the frozen product's output in place (`addmm_` into each slice's
+    columns): no output-sized sum or concatenation in forward, and none of input size in backward. Per fold,
+    with `G` the output gradient, `G_s` its slice columns and `dXf = G·W` the frozen layer's input gradient:
+    - `"none"` (LoRA): `dX = dXf + s·Σ_s (G_s·B_s)·A_s` (masked by `keep·keep_scale` under dropout),
+      `dA_s = s·(G_s·B_s)^T·x_d`, `dB_s = s·G_s^T·U_s`;
+    - `"into_A"` (LoRMA pre, `A_eff,s = A_s·W_s`, rebuilt in backward rather than kept): as LoRA with
+      `A_eff`, then `dA_s = dA_eff,s·W_s^T`. Three r × weight products per step; the alternative through
+      `h = x·W^T` (`U = h·A^T`, `dX = (G + s·G·B·A)·W`) needs an output-sized copy of `G` in backward;
+    - `"into_B"` (LoRMA post, `B_eff,s = W_s·B_s`): `dB_s = W_s^T·dB_eff,s`. On a whole layer backward reuses
+      `dXf` instead of `B_eff`: `G·B_eff = dXf·B` and `dB = s·dXf^T·U`, one r × weight product per step
+      (when `x` needs no gradient `dXf` is not computed and `B_eff` is rebuilt instead).
     The frozen weight is cast to the compute dtype at most once per call (as autocast casts it for
     `F.linear`), and that copy is what backward keeps, as an autocast linear keeps it.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, factor_a, factor_b, scale: float, fold: Fold):
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        dropped: torch.Tensor | None,
+        keep: torch.Tensor | None,
+        keep_scale: float,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        factor_a: torch.Tensor,
+        factor_b: torch.Tensor,
+        scale: float,
+        fold: Fold,
+        slices: tuple[RowRange, ...],
+    ) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             weight_c = weight.to(x.dtype)
-            a_eff, b_eff = _effective_factors(factor_a, factor_b, weight_c, fold, x.dtype)
-            u = x @ a_eff.T
+            stacked_a, effective_b = _slice_effective_factors(factor_a, factor_b, weight_c, fold, slices)
+            dropped = x if dropped is None else dropped
+            u = dropped @ stacked_a.T
             out = x @ weight_c.T if bias is None else torch.addmm(bias.to(x.dtype), x, weight_c.T)
-            out.addmm_(u, b_eff.T, alpha=scale)
-        ctx.save_for_backward(x, u, weight_c, factor_a, factor_b)
-        ctx.scale, ctx.fold = scale, fold
+            for (start, stop), u_slice, b_eff in zip(
+                slices, _columns_per_slice(u, slices), effective_b, strict=True
+            ):
+                out[:, start:stop].addmm_(u_slice, b_eff.T, alpha=scale)
+        ctx.save_for_backward(dropped, u, keep, weight_c, factor_a, factor_b)
+        ctx.keep_scale, ctx.scale, ctx.fold, ctx.slices = keep_scale, scale, fold, slices
         ctx.bias_dtype = None if bias is None else bias.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        x, u, weight_c, factor_a, factor_b = ctx.saved_tensors
-        scale, fold = ctx.scale, ctx.fold
-        needs_x, _, needs_bias, needs_a, needs_b = ctx.needs_input_grad[:5]
+        dropped, u, keep, weight_c, factor_a, factor_b = ctx.saved_tensors
+        scale, fold, slices = ctx.scale, ctx.fold, ctx.slices
+        needs_x, needs_bias, needs_a, needs_b = (ctx.needs_input_grad[index] for index in (0, 5, 6, 7))
         grad_x = grad_bias = grad_a = grad_b = None
-        with torch.autocast(x.device.type, enabled=False):
-            grad_out = grad_out.to(x.dtype)
-            a, b = factor_a.to(x.dtype), factor_b.to(x.dtype)
-            if fold == "into_B" and needs_x:
+        dtype = dropped.dtype
+        with torch.autocast(dropped.device.type, enabled=False):
+            grad_out = grad_out.to(dtype)
+            if fold == "into_B" and slices == ((0, weight_c.shape[0]),) and needs_x:
+                # a whole layer: G·B_eff = (G·W)·B reuses the input gradient's product
+                stacked_a = factor_a.reshape(-1, factor_a.shape[-1]).to(dtype)
                 grad_x = grad_out @ weight_c
-                scaled_gb = grad_x @ (b * scale)
+                scaled_gb = grad_x @ (factor_b.reshape(factor_b.shape[-2], -1).to(dtype) * scale)
                 if needs_b:
                     grad_b = (grad_x.T @ u).mul_(scale)
-                grad_x.addmm_(scaled_gb, a)
             else:
-                b_eff = weight_c @ b if fold == "into_B" else b
-                scaled_gb = grad_out @ (b_eff * scale)
+                stacked_a, effective_b = _slice_effective_factors(factor_a, factor_b, weight_c, fold, slices)
+                grads_out = [grad_out[:, start:stop] for start, stop in slices]
+                scaled_gb = _joined(
+                    [g @ (b_eff * scale) for g, b_eff in zip(grads_out, effective_b, strict=True)], 1
+                )
                 if needs_b:
-                    grad_b = (grad_out.T @ u).mul_(scale)
-                    if fold == "into_B":
-                        grad_b = weight_c.T @ grad_b
+                    grads_b = []
+                    for (start, stop), g, u_slice in zip(
+                        slices, grads_out, _columns_per_slice(u, slices), strict=True
+                    ):
+                        grad_b_eff = (g.T @ u_slice).mul_(scale)
+                        grads_b.append(
+                            weight_c[start:stop].T @ grad_b_eff if fold == "into_B" else grad_b_eff
+                        )
+                    grad_b = _joined(grads_b, 0)
                 if needs_x:
-                    a_eff = a @ weight_c if fold == "into_A" else a
-                    grad_x = (grad_out @ weight_c).addmm_(scaled_gb, a_eff)
+                    grad_x = grad_out @ weight_c
+            if needs_x:
+                if keep is None:
+                    grad_x.addmm_(scaled_gb, stacked_a)
+                else:  # through the dropout: only the kept positions, scaled as they were
+                    grad_x.add_((scaled_gb @ stacked_a).mul_(keep), alpha=ctx.keep_scale)
             if needs_a:
-                grad_a = scaled_gb.T @ x
+                grad_a = scaled_gb.T @ dropped
                 if fold == "into_A":
-                    grad_a = grad_a @ weight_c.T
+                    per_slice = grad_a.chunk(len(slices), dim=0)
+                    grad_a = _joined(
+                        [
+                            g @ weight_c[start:stop].T
+                            for (start, stop), g in zip(slices, per_slice, strict=True)
+                        ],
+                        0,
+                    )
+                grad_a = grad_a.reshape(factor_a.shape).to(factor_a.dtype)
             if needs_bias:
                 grad_bias = grad_out.sum(0).to(ctx.bias_dtype)
-        grad_a = None if grad_a is None else grad_a.to(factor_a.dtype)
-        grad_b = None if grad_b is None else grad_b.to(factor_b.dtype)
-        return grad_x, None, grad_bias, grad_a, grad_b, None, None
+        grad_b = None if grad_b is None else grad_b.reshape(factor_b.shape).to(factor_b.dtype)
+        return grad_x, None, None, None, None, grad_bias, grad_a, grad_b, None, None, None
+
+
+def _columns_per_slice(matrix: torch.Tensor, slices: tuple[RowRange, ...]) -> list[torch.Tensor]:
+    """`matrix`'s columns split into equal parts, one per slice (`U`'s r columns of each slice)."""
+    return list(matrix.chunk(len(slices), dim=1)) if len(slices) > 1 else [matrix]
 
 
 def adapted_linear(
@@ -183,15 +262,32 @@ def adapted_linear(
     factor_b: torch.Tensor,
     scale: float,
     fold: Fold,
+    slices: tuple[RowRange, ...] | None = None,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
-    """`x·W^T + b + s·(x A_eff^T) B_eff^T` for 2-D `x` (tokens × d_in), computed in `x.dtype`; see `Fold`.
+    """`x·W^T + b` plus `s·(x_d·A_eff^T)·B_eff^T` on the adapted rows, for 2-D `x` (tokens × d_in), computed
+    in `x.dtype` as one autograd node; see `Fold` and `_AdaptedLinear`.
 
-    The same function as the frozen layer plus `low_rank_branch`, at fewer products and temporaries. `weight`
-    (d_out, d_in) must be frozen; `bias` may train.
+    The same function as the frozen layer plus `low_rank_branch` per slice, at fewer products and
+    temporaries. `slices` (default: the whole layer) lists the output rows `[start, stop)` each adapted
+    slice acts on (GPT-2's fused q and v); then the factors are stacked along a leading slice dimension,
+    `A`: `(slices, r, ·)` and `B`: `(slices, ·, r)`. `dropout > 0` drops the branch's input `x_d` (not the
+    frozen product's), drawing the same masks as `nn.Dropout` on `x` would. `weight` (d_out, d_in) must be
+    frozen; `bias` may train.
     """
     if weight.requires_grad:
         raise ValueError("adapted_linear: the base weight must be frozen (requires_grad=False)")
-    return _AdaptedLinear.apply(x, weight, bias, factor_a, factor_b, scale, fold)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"adapted_linear: dropout={dropout!r} must be in [0, 1)")
+    slices = ((0, weight.shape[0]),) if slices is None else tuple(slices)
+    dropped = keep = None  # without dropout the branch reads `x` (passing it twice breaks a compiled graph)
+    if dropout > 0:
+        with torch.no_grad():
+            dropped, keep = torch.native_dropout(x, dropout, True)
+    keep_scale = 1.0 / (1.0 - dropout)
+    return _AdaptedLinear.apply(
+        x, dropped, keep, keep_scale, weight, bias, factor_a, factor_b, scale, fold, slices
+    )
 
 
 # --- LoRMA_π: P = s·π(B·A) -------------------------------------------------------------------------------
@@ -563,14 +659,3 @@ def choose_shift_computation(
     """The computation `shift_computation_costs` finds cheapest (ties: the order of `SHIFT_COMPUTATIONS`)."""
     estimates = shift_computation_costs(tokens, shapes, r, training, costs)
     return min(SHIFT_COMPUTATIONS, key=estimates.__getitem__)
-
-
-def shift_prefers_weight_path(tokens: int, shapes: list[tuple[int, int]], training: bool) -> bool:
-    """Whether building `P·W` (or `W·P`) beats applying the n×n multipliers `P` to activations, by the
-    dense multiply-adds alone (`_dense_multiply_adds`); `choose_shift_computation` also weighs memory
-    traffic and the structured forms."""
-    totals = {"activations": 0, "weight": 0}
-    for n, m in shapes:
-        for name, count in _dense_multiply_adds(tokens, n, m, training).items():
-            totals[name] += count
-    return totals["weight"] < totals["activations"]

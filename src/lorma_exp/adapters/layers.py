@@ -20,11 +20,12 @@ from torch import nn
 
 from .base_layers import EXACT_DTYPE, compute_dtype, is_adaptable, weight_matrix
 from .config import AdapterConfig
-from .functional import Fold, adapted_linear, low_rank_branch
+from .functional import SHIFT_COMPUTATIONS, Fold, ShiftComputation, adapted_linear, low_rank_branch
 from .variants import Factors, Lorma
 
-ShiftPath = Literal["auto", "activations", "weight"]
-SHIFT_PATHS: tuple[ShiftPath, ...] = ("auto", "activations", "weight")
+#: `LormaLinear.shift_path`: `"auto"` (the cost model's choice) or one of `functional.SHIFT_COMPUTATIONS`.
+ShiftPath = Literal["auto", ShiftComputation]
+SHIFT_PATHS: tuple[str, ...] = ("auto", *SHIFT_COMPUTATIONS)
 
 
 @dataclass(frozen=True)
@@ -189,50 +190,48 @@ class AdapterLayer(nn.Module):
         return x.to(dtype).reshape(-1, self.in_features)
 
     def branch_forward(self, x: torch.Tensor, fold: Fold, keep_base_output: bool) -> torch.Tensor:
-        """`base(x) + s·(x·A_effᵀ)·B_effᵀ` per slice (`keep_base_output`), or the branch plus the bias alone
-        (LoRMA without inflation); `fold` says where W enters the branch (`functional.Fold`).
+        """`base(x) + s·(x_d·A_effᵀ)·B_effᵀ` on every adapted slice (`keep_base_output`), or the branch plus
+        the bias alone (LoRMA without inflation); `fold` says where W enters the branch (`functional.Fold`),
+        `x_d` is `x` with the adapter dropout when it is on the branch and training.
 
-        A whole layer whose branch sees the same input as the frozen product (no dropout on the branch)
-        runs as one fused node (`functional.adapted_linear`); slices, branch dropout and a dropped frozen
-        output add the branch (`functional.low_rank_branch`) to the frozen layer's output."""
+        With the frozen output kept, the layer is one fused node (`functional.adapted_linear`), whole or
+        sliced, with or without branch dropout. Without it, each slice's branch
+        (`functional.low_rank_branch`) replaces the frozen rows it adapts."""
         weight = weight_matrix(self.base_layer)
         dtype = compute_dtype(x, weight)
         scale = self.adapter_config.scale
-        branch_dropout = (
-            self.training and self.adapter_config.dropout > 0 and self.adapter_config.dropout_on == "adapter"
-        )
-        if keep_base_output and not self.is_sliced and not branch_dropout:
-            _, factor_a, factor_b = self.factors()[0]
-            rows = x.to(dtype).reshape(-1, self.in_features)
-            out = adapted_linear(rows, weight, self.base_layer.bias, factor_a, factor_b, scale, fold)
+        if keep_base_output:
+            branch_dropout = self.adapter_config.dropout if self.training else 0.0
+            if self.adapter_config.dropout_on != "adapter":
+                branch_dropout = 0.0  # the caller dropped the whole input
+            slices = tuple((piece.start, piece.stop) for piece in self.slices) if self.is_sliced else None
+            out = adapted_linear(
+                x.to(dtype).reshape(-1, self.in_features),
+                weight,
+                self.base_layer.bias,
+                getattr(self, self.variant.factor_a),
+                getattr(self, self.variant.factor_b),
+                scale,
+                fold,
+                slices,
+                branch_dropout,
+            )
             return out.view(*x.shape[:-1], self.out_features)
         rows = self._branch_input(x, dtype)
         lead = x.shape[:-1]
-        branches = [
-            low_rank_branch(rows, factor_a, factor_b, weight[piece.start : piece.stop], scale, fold).view(
-                *lead, -1
-            )
-            for piece, factor_a, factor_b in self.factors()
-        ]
         bias = self.base_layer.bias
-        if keep_base_output:
-            base_out = self.base_layer(x)
-            if not self.is_sliced:
-                return base_out + branches[0]
-            parts = [
-                base_out[..., start:stop] if index is None else base_out[..., start:stop] + branches[index]
-                for start, stop, index in self.segments()
-            ]
-            return torch.cat(parts, dim=-1)
+        factors = self.factors()
         parts = []
         for start, stop, index in self.segments():
             piece_bias = None if bias is None else bias[start:stop]
             if index is None:
                 parts.append(F.linear(x, weight[start:stop], piece_bias))
-            else:
-                parts.append(
-                    branches[index] if piece_bias is None else branches[index] + piece_bias.to(dtype)
-                )
+                continue
+            _, factor_a, factor_b = factors[index]
+            branch = low_rank_branch(rows, factor_a, factor_b, weight[start:stop], scale, fold).view(
+                *lead, -1
+            )
+            parts.append(branch if piece_bias is None else branch + piece_bias.to(dtype))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     # --- weight space: analysis, merge, unmerge, export -------------------------------------------------
@@ -299,9 +298,9 @@ class LormaLinear(AdapterLayer):
     for pre and d_in for post.
 
     Training never builds `W'` for inflations with a low-rank form (`rri`, `none`): they run as a low-rank
-    branch with a hand-written backward (see `functional.low_rank_branch`). `shift` applies `P = s·π(B·A)`
-    to activations or builds `P·W` once per call, whichever costs fewer flops; set `shift_path` to
-    `"activations"` or `"weight"` to force one (benchmarks, tests).
+    branch with a hand-written backward (see `functional.adapted_linear`). `shift` computes `P = s·π(B·A)`
+    as the cost model picks per call (`functional.shift_linear`: dense `P` on activations or in `P·W`, or
+    its structured FFT form); set `shift_path` to one computation to force it (benchmarks, tests).
     """
 
     method = "lorma"
@@ -310,8 +309,8 @@ class LormaLinear(AdapterLayer):
 
     @property
     def shift_path(self) -> ShiftPath:
-        """How `shift` is computed: `"auto"` (by flop count, the default), `"activations"` or `"weight"`;
-        other inflations ignore it."""
+        """How `shift` is computed: `"auto"` (the cost model's choice per call, the default) or one of
+        `functional.SHIFT_COMPUTATIONS`; other inflations ignore it."""
         return self._shift_path
 
     @shift_path.setter

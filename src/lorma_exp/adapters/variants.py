@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base_layers import EXACT_DTYPE, compute_dtype, weight_matrix
-from .functional import Fold, pi, shift_prefers_weight_path
+from .functional import Fold, ShiftComputation, choose_shift_computation, pi, shift_costs, shift_linear
 
 if TYPE_CHECKING:
     from .config import AdapterConfig
@@ -225,9 +225,12 @@ class ShiftInflation(Lorma):
     Kaiming-uniform with column 0 set to 1 and `A = e₀e₀ᵀ`, both ÷ √s: `B·A` is a column of ones, which π
     moves onto the diagonal, so `M = I` up to rounding.
 
-    `P = s·π(B·A)` is full rank: the forward applies it to activations or builds `P·W` once per call,
-    whichever costs fewer flops (`functional.shift_prefers_weight_path`; `LormaLinear.shift_path` forces
-    one). There is no separate adapter branch, so adapter dropout is undefined: dropout drops the input."""
+    `P = s·π(B·A)` is full rank: the forward (`functional.shift_linear`, per adapted slice) applies a dense
+    `P` built in the compute dtype to the activations or into `P·W`, or applies `P` by FFT in its structured
+    form, whichever the cost model prices lowest for this layer, call and device (`chosen_computation`;
+    `LormaLinear.shift_path` forces one; docs/lorma_pi.md). Merge, unmerge and `multiplier()` build `P`
+    through `pi`. There is no separate adapter branch, so adapter dropout is undefined: dropout drops the
+    input."""
 
     name = "shift"
     has_adapter_branch = False
@@ -259,46 +262,46 @@ class ShiftInflation(Lorma):
     def forward(self, layer: AdapterLayer, x: torch.Tensor) -> torch.Tensor:
         weight = weight_matrix(layer.base_layer)
         bias = layer.base_layer.bias
-        dtype = compute_dtype(x, weight)
-        multipliers = [self.shift_multiplier(factors) for _, factors in layer.slice_factors()]
-        if layer.shift_path == "auto":
-            tokens = x.numel() // layer.in_features
-            shapes = [
-                (piece.size, layer.in_features) if self.pre else (layer.in_features, piece.size)
-                for piece in layer.slices
-            ]
-            training = torch.is_grad_enabled() and any(p.requires_grad for p in layer.adapter_parameters())
-            use_weight = shift_prefers_weight_path(tokens, shapes, training)
-        else:
-            use_weight = layer.shift_path == "weight"
-        segments = layer.segments()
-        if use_weight:
-            rows = []
-            for start, stop, index in segments:
-                piece_weight = weight[start:stop]
-                if index is not None:
-                    p = multipliers[index].to(weight.dtype)
-                    piece_weight = p @ piece_weight if self.pre else piece_weight @ p
-                rows.append(piece_weight)
-            adapted = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
-            return F.linear(x, adapted, bias)
-        if self.pre:
-            h = F.linear(x, weight)
-            parts = [
-                h[..., start:stop]
-                if index is None
-                else F.linear(h[..., start:stop], multipliers[index].to(dtype))
-                for start, stop, index in segments
-            ]
-        else:
-            parts = [
-                F.linear(
-                    x if index is None else F.linear(x, multipliers[index].to(dtype)), weight[start:stop]
+        rows = x.to(compute_dtype(x, weight))
+        computation = layer.shift_path
+        if computation == "auto":
+            tokens = rows.numel() // layer.in_features
+            computation = self.chosen_computation(layer, tokens, rows.device.type, rows.dtype)
+        slice_factors = layer.slice_factors()
+        parts = []
+        for start, stop, index in layer.segments():
+            piece_bias = None if bias is None else bias[start:stop]
+            if index is None:  # rows of a fused layer that no slice adapts (GPT-2's k)
+                parts.append(F.linear(rows, weight[start:stop].to(rows.dtype), piece_bias))
+                continue
+            factors = slice_factors[index][1]
+            parts.append(
+                shift_linear(
+                    rows,
+                    weight[start:stop],
+                    piece_bias,
+                    factors[self.factor_a],
+                    factors[self.factor_b],
+                    self.scale,
+                    self.config.mode,
+                    computation,
                 )
-                for start, stop, index in segments
-            ]
-        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        return out if bias is None else out + bias.to(dtype)
+            )
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def chosen_computation(
+        self, layer: AdapterLayer, tokens: int, device_type: str, dtype: torch.dtype
+    ) -> ShiftComputation:
+        """What the cost model (`functional.choose_shift_computation`) picks for `layer` at `tokens` input
+        rows computed in `dtype` on a `device_type` device: from every slice's `(n, m)`, and whether the
+        factors will need gradients (a training call)."""
+        shapes = [
+            (piece.size, layer.in_features) if self.pre else (layer.in_features, piece.size)
+            for piece in layer.slices
+        ]
+        training = torch.is_grad_enabled() and any(p.requires_grad for p in layer.adapter_parameters())
+        costs = shift_costs(device_type, dtype)
+        return choose_shift_computation(tokens, shapes, self.config.r, training, costs)
 
 
 @register

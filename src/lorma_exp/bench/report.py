@@ -43,10 +43,7 @@ class Check:
 
 
 PLUS_VARIANTS = (("lorma_plus_pre", "LoRMA₊ pre"), ("lorma_plus_post", "LoRMA₊ post"))
-PI_VARIANTS = (
-    ("lorma_pi_pre_shift_linear", "LoRMA_π pre (shift_linear)"),
-    ("lorma_pi_post_shift_linear", "LoRMA_π post (shift_linear)"),
-)
+PI_VARIANTS = (("lorma_pi_pre", "LoRMA_π pre"), ("lorma_pi_post", "LoRMA_π post"))
 CHECKS: tuple[Check, ...] = tuple(
     check
     for variant, label in PLUS_VARIANTS

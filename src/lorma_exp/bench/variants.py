@@ -1,6 +1,4 @@
-"""The variants a benchmark compares, the authors' weight-building LoRMA written here as the reference, and
-LoRMA_π through `adapters.functional.shift_linear` (the structured maths and its cost model, ahead of the
-layer calling it).
+"""The variants a benchmark compares, and the authors' weight-building LoRMA written here as the reference.
 
 Every variant is built the same way: from a model (a one-layer wrapper or a decoder whose frozen weights
 are shared with the other variants) and the group's `Adaptation`. Ours come from `lorma_exp.adapters`
@@ -20,15 +18,16 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from lorma_exp.adapters import AdapterConfig, LoraLinear, LormaLinear, inject_adapters
-from lorma_exp.adapters.base_layers import compute_dtype, is_conv1d, weight_matrix
-from lorma_exp.adapters.functional import (
-    ShiftComputation,
-    choose_shift_computation,
-    pi,
-    shift_costs,
-    shift_linear,
+from lorma_exp.adapters import (
+    AdapterConfig,
+    AdapterLayer,
+    LoraLinear,
+    LormaLinear,
+    inject_adapters,
+    iter_adapter_layers,
 )
+from lorma_exp.adapters.base_layers import compute_dtype, is_conv1d, weight_matrix
+from lorma_exp.adapters.functional import SHIFT_COMPUTATIONS, ShiftComputation, low_rank_branch, pi
 
 ALL_SCOPES = frozenset({"layer", "model"})
 
@@ -110,54 +109,29 @@ class WeightBuiltLorma(LormaLinear):
         return F.linear(x, adapted, self.base_layer.bias)
 
 
-class ShiftLinearLorma(LormaLinear):
-    """LoRMA_π computed by `functional.shift_linear`, one call per adapted slice, the computation chosen per
-    layer and call by `functional.choose_shift_computation` (or fixed by `computation`). This is the
-    forward the library's shift variant takes once it calls `shift_linear`; until then the benchmark
-    measures it here. Parameters, initialisation and dropout (on the input) are `LormaLinear`'s."""
-
-    computation: ShiftComputation | None = None
+class UnfusedLora(LoraLinear):
+    """Our LoRA as it ran before its dropout and sliced paths were fused: the frozen layer's output, each
+    slice's branch (`functional.low_rank_branch`, `nn.Dropout` on its input) added to its rows, the slices
+    concatenated. The reference that shows what fusing them (`functional.adapted_linear`) gains."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.adapter_config.dropout_on == "input":
-            x = self.dropout(x)
         weight = weight_matrix(self.base_layer)
-        bias = self.base_layer.bias
-        rows = x.to(compute_dtype(x, weight))
-        config = self.adapter_config
-        computation = self.computation or self.chosen_computation(
-            rows.numel() // self.in_features, rows.device.type, rows.dtype
-        )
-        parts = []
-        for start, stop, index in self.segments():
-            piece_bias = None if bias is None else bias[start:stop]
-            if index is None:
-                parts.append(F.linear(rows, weight[start:stop].to(rows.dtype), piece_bias))
-                continue
-            _, factor_a, factor_b = self.factors()[index]
-            parts.append(
-                shift_linear(
-                    rows,
-                    weight[start:stop],
-                    piece_bias,
-                    factor_a,
-                    factor_b,
-                    config.scale,
-                    config.mode,
-                    computation,
-                )
-            )
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-
-    def chosen_computation(self, tokens: int, device_type: str, dtype: torch.dtype) -> ShiftComputation:
-        """What the cost model picks for this layer at `tokens` rows computed in `dtype`."""
-        pre = self.adapter_config.mode == "pre"
-        shapes = [
-            (piece.size, self.in_features) if pre else (self.in_features, piece.size) for piece in self.slices
+        rows = self.dropout(x).to(compute_dtype(x, weight)).reshape(-1, self.in_features)
+        frozen = self.base_layer(x)
+        scale = self.adapter_config.scale
+        branches = [
+            low_rank_branch(rows, factor_a, factor_b, weight[piece.start : piece.stop], scale, "none")
+            for piece, factor_a, factor_b in self.factors()
         ]
-        training = torch.is_grad_enabled() and any(p.requires_grad for p in self.adapter_parameters())
-        costs = shift_costs(device_type, dtype)
-        return choose_shift_computation(tokens, shapes, self.adapter_config.r, training, costs)
+        if not self.is_sliced:
+            return frozen + branches[0].view(frozen.shape)
+        parts = [
+            frozen[..., start:stop]
+            if index is None
+            else frozen[..., start:stop] + branches[index].view(*x.shape[:-1], -1)
+            for start, stop, index in self.segments()
+        ]
+        return torch.cat(parts, dim=-1)
 
 
 def share_frozen_weights(model: nn.Module) -> nn.Module:
@@ -225,25 +199,34 @@ def _peft_lora(same_dtype: bool) -> Builder:
     return build
 
 
-def _replace_layers(
-    layer_class: type[LormaLinear], inflation: str, mode: str, **attributes: object
-) -> Builder:
-    """Wrap each target with `layer_class` (a `LormaLinear` with another forward)."""
+def _replace_layers(layer_class: type[AdapterLayer], **method: str) -> Builder:
+    """Wrap each target with `layer_class` (one of our layer classes with another forward), configured as
+    `_config(adaptation, ..., **method)`, on the layers and slices our targets resolve to."""
 
     def build(model: nn.Module, adaptation: Adaptation) -> nn.Module:
         model.requires_grad_(False)
-        config = _config(adaptation, adaptation.aliases, method="lorma", inflation=inflation, mode=mode)
+        config = _config(adaptation, adaptation.aliases, **method)
         probe = inject_adapters(share_frozen_weights(model), config)  # where our targets land, with slices
-        for name, layer in probe.named_modules():
-            if isinstance(layer, LormaLinear):
-                parent_name, _, child = name.rpartition(".")
-                parent = model.get_submodule(parent_name)
-                replacement = layer_class(
-                    getattr(parent, child), config, layer.slices if layer.is_sliced else None
-                )
-                for attribute, value in attributes.items():
-                    setattr(replacement, attribute, value)
-                setattr(parent, child, replacement)
+        for name, layer in iter_adapter_layers(probe):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name)
+            replacement = layer_class(
+                getattr(parent, child), config, layer.slices if layer.is_sliced else None
+            )
+            setattr(parent, child, replacement)
+        return model
+
+    return build
+
+
+def _shift_forced(mode: str, computation: ShiftComputation) -> Builder:
+    """The library's LoRMA_π with every layer's `shift_path` set to `computation`."""
+    ours = _ours("lorma", "shift", mode)
+
+    def build(model: nn.Module, adaptation: Adaptation) -> nn.Module:
+        model = ours(model, adaptation)
+        for _, layer in iter_adapter_layers(model):
+            layer.shift_path = computation
         return model
 
     return build
@@ -255,16 +238,16 @@ def _computation_label(computation: ShiftComputation) -> str:
 
 
 def _pi_computations() -> tuple[Variant, ...]:
-    """LoRMA_π forced through each computation of `shift_linear` (layer scope: what the cost model weighs)."""
+    """LoRMA_π forced through each computation (layer scope: what the cost model weighs)."""
     return tuple(
         Variant(
             f"lorma_pi_{mode}_{_computation_label(computation)}",
-            f"LoRMA_π {mode}, shift_linear computation {computation!r}",
-            _replace_layers(ShiftLinearLorma, "shift", mode, computation=computation),
+            f"LoRMA_π {mode}, shift_path={computation!r}",
+            _shift_forced(mode, computation),
             scopes=frozenset({"layer"}),
         )
         for mode in ("pre", "post")
-        for computation in ("activations", "weight", "structured_activations", "structured_weight")
+        for computation in SHIFT_COMPUTATIONS
     )
 
 
@@ -280,6 +263,11 @@ TRAIN_VARIANTS: tuple[Variant, ...] = (
         _peft_lora(same_dtype=True),
     ),
     Variant(
+        "lora_unfused",
+        "our LoRA unfused: frozen output + branch, slices concatenated (before fusion)",
+        _replace_layers(UnfusedLora, method="lora"),
+    ),
+    Variant(
         "lora_fused_c_attn",
         "our LoRA on all of c_attn: the fused path, what q,v slices would cost fused",
         _lora_on_whole_layers,
@@ -287,37 +275,33 @@ TRAIN_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant("lorma_plus_pre", "LoRMA₊ pre, on activations", _ours("lorma", "rri", "pre")),
     Variant("lorma_plus_post", "LoRMA₊ post, on activations", _ours("lorma", "rri", "post")),
-    Variant("lorma_pi_pre", "LoRMA_π pre, the layer today", _ours("lorma", "shift", "pre")),
-    Variant("lorma_pi_post", "LoRMA_π post, the layer today", _ours("lorma", "shift", "post")),
     Variant(
-        "lorma_pi_pre_shift_linear",
-        "LoRMA_π pre, shift_linear + cost model",
-        _replace_layers(ShiftLinearLorma, "shift", "pre"),
+        "lorma_pi_pre", "LoRMA_π pre, the cost model's computation per layer", _ours("lorma", "shift", "pre")
     ),
     Variant(
-        "lorma_pi_post_shift_linear",
-        "LoRMA_π post, shift_linear + cost model",
-        _replace_layers(ShiftLinearLorma, "shift", "post"),
+        "lorma_pi_post",
+        "LoRMA_π post, the cost model's computation per layer",
+        _ours("lorma", "shift", "post"),
     ),
     *_pi_computations(),
     Variant(
         "lorma_plus_pre_weight",
         "LoRMA₊ pre, W' built each step (authors')",
-        _replace_layers(WeightBuiltLorma, "rri", "pre"),
+        _replace_layers(WeightBuiltLorma, method="lorma", inflation="rri", mode="pre"),
         with_dropout=False,
         slices="never",
     ),
     Variant(
         "lorma_plus_post_weight",
         "LoRMA₊ post, W' built each step (authors')",
-        _replace_layers(WeightBuiltLorma, "rri", "post"),
+        _replace_layers(WeightBuiltLorma, method="lorma", inflation="rri", mode="post"),
         with_dropout=False,
         slices="never",
     ),
     Variant(
         "lorma_pi_pre_weight",
         "LoRMA_π pre, W' built each step (authors')",
-        _replace_layers(WeightBuiltLorma, "shift", "pre"),
+        _replace_layers(WeightBuiltLorma, method="lorma", inflation="shift", mode="pre"),
         with_dropout=False,
         slices="never",
     ),
@@ -329,8 +313,8 @@ COMPILED = (
     "lora",
     "lorma_plus_pre",
     "lorma_plus_post",
-    "lorma_pi_pre_shift_linear",
-    "lorma_pi_post_shift_linear",
+    "lorma_pi_pre",
+    "lorma_pi_post",
 )
 
 
@@ -351,12 +335,16 @@ def compiled(variant: Variant) -> Variant:
 
 
 def shift_computations(model: nn.Module, tokens: int, dtype: torch.dtype, device_type: str) -> dict[str, int]:
-    """How many of the model's `ShiftLinearLorma` layers the cost model sends to each computation, for a
-    training step of `tokens` rows in `dtype`: the choice behind a variant's time, recorded with it."""
+    """How many of the model's LoRMA_π layers compute each way (their forced `shift_path`, or the cost
+    model's choice) in a training step of `tokens` rows in `dtype`: the choice behind a variant's time,
+    recorded with it."""
     counts: dict[str, int] = {}
-    for layer in model.modules():
-        if isinstance(layer, ShiftLinearLorma):
+    for _, layer in iter_adapter_layers(model):
+        if not isinstance(layer, LormaLinear) or layer.adapter_config.inflation != "shift":
+            continue
+        chosen = layer.shift_path
+        if chosen == "auto":
             with torch.enable_grad():
-                chosen = layer.computation or layer.chosen_computation(tokens, device_type, dtype)
-            counts[chosen] = counts.get(chosen, 0) + 1
+                chosen = layer.variant.chosen_computation(layer, tokens, device_type, dtype)
+        counts[chosen] = counts.get(chosen, 0) + 1
     return counts
