@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lorma_exp.data.classification import PaddingCollator
-from lorma_exp.run_folder import TIMING_KEYS
+from lorma_exp.run_folder import LOSS_KEY, TIMING_KEYS, RunFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KILL_DRIVER = Path(__file__).resolve().parent / "kill_driver.py"
@@ -49,6 +49,16 @@ def folder_snapshot(folder: Path) -> dict[str, bytes | None]:
         str(path.relative_to(folder)): path.read_bytes() if path.is_file() else None
         for path in sorted(folder.rglob("*"))
     }
+
+
+def eval_scores(run_dir: Path, record: dict, checkpoint: str = "final") -> dict:
+    """What eval.py reports for the run's first split with the weights of ``checkpoint`` (``final`` or
+    ``best``): results.json's metrics there and the evaluation loss logged at that step (results.json
+    keeps only the task's metrics)."""
+    evals = [event for event in RunFolder(run_dir).read_events() if event["event"] == "eval"]
+    step, split = record[checkpoint]["step"], evals[0]["split"]
+    logged = [event for event in evals if event["step"] == step and event["split"] == split][-1]
+    return {**record[checkpoint]["metrics"], LOSS_KEY: logged[LOSS_KEY]}
 
 
 def tokens_per_train_event(events: list[dict]) -> list[int]:

@@ -20,7 +20,7 @@ from lorma_exp.methods import method_for
 from lorma_exp.models import load_backbone, load_tokenizer
 from lorma_exp.run_folder import RunFolder
 
-from .helpers import comparable, interrupting_collate
+from .helpers import comparable, eval_scores, interrupting_collate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -115,9 +115,7 @@ def test_eval_reproduces_the_runs_final_metrics_from_the_saved_adapter(compose_t
     with initialize_config_dir(config_dir=str(CONF_DIR / "eval"), version_base="1.3"):
         eval_cfg = compose("eval", overrides=[f"run_dir={cfg.run_dir}"])
     scores = pipeline.evaluate(eval_cfg)
-    # results.json keeps the task's metrics; the evaluation loss is in the last eval event
-    final_eval = [e for e in RunFolder(Path(cfg.run_dir)).read_events() if e["event"] == "eval"][-1]
-    assert scores["validation"] == pytest.approx({**record["final"]["metrics"], "loss": final_eval["loss"]})
+    assert scores["validation"] == pytest.approx(eval_scores(Path(cfg.run_dir), record))
     written = list(Path(cfg.run_dir).glob("evals/*/metrics.json"))
     assert len(written) == 1
     assert json.loads(written[0].read_text())["splits"]["validation"] == pytest.approx(scores["validation"])
