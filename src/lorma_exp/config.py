@@ -239,10 +239,12 @@ class WandbConfig:
 
 @dataclass
 class LoggerConfig:
-    """CSV/JSONL logs are always written; ``wandb`` adds a wandb run."""
+    """CSV/JSONL logs are always written; ``wandb`` adds a wandb run, and ``log_artifacts`` the final
+    weights to it as a model artifact (opt-in: adapters are small, fully fine-tuned models are not)."""
 
     wandb: bool = False
     wandb_settings: WandbConfig = field(default_factory=WandbConfig)
+    log_artifacts: bool = False
 
 
 @dataclass
@@ -546,6 +548,12 @@ def validate(cfg: DictConfig) -> TrainConfig:
         "trainer.eval_train",
         f"scores the training rows of classification and regression tasks; {task.name} is {task.problem}",
         "Set trainer.eval_train=false.",
+    )
+    _check(
+        settings.logger.wandb or not settings.logger.log_artifacts,
+        "logger.log_artifacts",
+        "logs the final weights to the wandb run, and this run has none (logger.wandb=false)",
+        "Add logger=wandb, or leave logger.log_artifacts=false.",
     )
     if trainer.strategy == Strategy.fsdp:
         _check_sharding(trainer, task)

@@ -330,7 +330,9 @@ def _train_in(
         logger.write_csv()
         plot_loss_curve(run.read_events(), settings.task.main_metric, curve_title(identity), run.loss_curve)
         run.write_results(record)
-        logger.finish(record)
+        artifact = settings.logger.log_artifacts and result.divergence is None
+        weights = (run.weights(method.weights_name), run.peft_adapter) if artifact else ()
+        logger.finish(record, [folder for folder in weights if folder.is_dir()])
     if result.divergence is not None:
         raise TrainingDiverged(trainer.divergence_message(result.divergence))
     if env.is_main:

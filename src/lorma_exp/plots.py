@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display; must be chosen before pyplot loads
 import matplotlib.pyplot as plt
 
+from lorma_exp.run_folder import LOSS_KEY
+
 # The run settings a curve's title spells, as results.json names them, and how the title writes them.
 _TITLE_SETTINGS = (("r", "r"), ("alpha", "α"), ("mode", "mode"), ("seed", "seed"))
 
@@ -26,10 +28,10 @@ def plot_loss_curve(events: list[dict[str, Any]], main_metric: str, title: str, 
     """Training loss against step (and the evaluation loss where the evaluations report one), with the
     first evaluation split's main metric on a second axis, one legend for both. Lines carry markers, so
     that a run with a single logged point still shows it."""
-    train = [(event["step"], event["loss"]) for event in events if event["event"] == "train"]
+    train = [(event["step"], event[LOSS_KEY]) for event in events if event["event"] == "train"]
     first_split = next((event["split"] for event in events if event["event"] == "eval"), None)
     first_evals = [event for event in events if event["event"] == "eval" and event["split"] == first_split]
-    eval_losses = [(event["step"], event["loss"]) for event in first_evals if "loss" in event]
+    eval_losses = [(event["step"], event[LOSS_KEY]) for event in first_evals if LOSS_KEY in event]
     evals = [(event["step"], event[main_metric]) for event in first_evals if main_metric in event]
     figure, loss_axis = plt.subplots(figsize=(7, 4))
     if train:

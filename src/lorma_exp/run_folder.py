@@ -53,6 +53,11 @@ HYPOTHESES_SUFFIX = ".hyp.txt"
 PREDICTION_ROWS_SUFFIX = ".jsonl"
 # The ``split`` of the metrics.jsonl eval events that score the training rows (trainer.eval_train).
 TRAIN_SPLIT = "train"
+# The loss of a metrics.jsonl event: the training loss of train events, the evaluation loss of eval events.
+LOSS_KEY = "loss"
+# The wall-clock fields of metrics.jsonl events: they differ between runs that are otherwise equal (a
+# resumed and an uninterrupted run, one process and DDP), so comparisons of event logs leave them out.
+TIMING_KEYS = frozenset({"time_s", "step_time_s", "tokens_per_s"})
 
 # A strict-JSON record's non-finite numbers: set to null, their value kept here by dotted path ("nan", "inf").
 NONFINITE_KEY = "nonfinite"

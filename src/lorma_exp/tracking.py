@@ -14,7 +14,8 @@ import logging
 import netrc
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -30,6 +31,9 @@ PARAMS_PREFIX = "model/params"
 # What a finished run logs besides its metrics: results.json as a table, and loss_curve.png.
 RESULTS_TABLE_KEY = "results_table"
 LOSS_CURVE_KEY = "loss_curve"
+# logger.log_artifacts: the final weights as an artifact named model-<wandb run id>, of wandb's type for models.
+MODEL_ARTIFACT_PREFIX = "model-"
+MODEL_ARTIFACT_TYPE = "model"
 TAG_FIELDS: tuple[str, ...] = ("task", "model", "method", "r", "alpha", "mode", "seed")
 SMOKE_GROUP_SUFFIX = "-smoke"
 
@@ -73,6 +77,35 @@ def wandb_mode(requested: str) -> str:
     if requested != "auto":
         return requested
     return "online" if wandb_logged_in() else "offline"
+
+
+@dataclass
+class Throughput:
+    """The optimizer steps since the last train event: their wall time and the non-padding input tokens
+    they processed on every process, which that event reports as ``step_time_s`` and ``tokens_per_s``.
+
+    Evaluations and checkpoints between steps are not counted. It is not checkpointed: after a resume,
+    the first event measures the steps since the restart.
+    """
+
+    steps: int = 0
+    seconds: float = 0.0
+    tokens: float = 0.0
+
+    def add(self, seconds: float, tokens: float) -> None:
+        self.steps += 1
+        self.seconds += seconds
+        self.tokens += tokens
+
+    def take(self) -> dict[str, float]:
+        """The event fields of the steps so far (none when no step was timed), and start over."""
+        fields = (
+            {"step_time_s": self.seconds / self.steps, "tokens_per_s": self.tokens / max(self.seconds, 1e-9)}
+            if self.steps
+            else {}
+        )
+        self.steps, self.seconds, self.tokens = 0, 0.0, 0.0
+        return fields
 
 
 class RunLogger:
@@ -168,9 +201,10 @@ class RunLogger:
             writer.writerows(events)
         return path
 
-    def finish(self, results: dict[str, Any]) -> None:
+    def finish(self, results: dict[str, Any], weights: Sequence[Path] = ()) -> None:
         """Close the wandb run with results.json in its summary, where reports read it back, and as a
-        table (one row per field), with the loss curve figure."""
+        table (one row per field), with the loss curve figure; the ``weights`` folders, when given,
+        become one artifact of type ``model`` (each folder a subfolder of it)."""
         if self.wandb_run is not None:
             import wandb
 
@@ -180,6 +214,15 @@ class RunLogger:
             if self.run.loss_curve.is_file():
                 media[LOSS_CURVE_KEY] = wandb.Image(str(self.run.loss_curve))
             self.wandb_run.log(media)
+            if weights:
+                artifact = wandb.Artifact(
+                    f"{MODEL_ARTIFACT_PREFIX}{self.wandb_run.id}",
+                    type=MODEL_ARTIFACT_TYPE,
+                    metadata={name: results.get(name) for name in TAG_FIELDS},
+                )
+                for folder in weights:
+                    artifact.add_dir(str(folder), name=folder.name)
+                self.wandb_run.log_artifact(artifact)
             self.wandb_run.finish()
             self.wandb_run = None
 

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -54,11 +53,12 @@ from lorma_exp.config import (
     TrainerConfig,
     check_precision,
 )
-from lorma_exp.data.base import IGNORE_INDEX, Batch, TaskData
+from lorma_exp.data.base import Batch, TaskData, input_tokens
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
-from lorma_exp.run_folder import TRAIN_SPLIT, RunFolder
+from lorma_exp.losses import loss_count, summed_loss
+from lorma_exp.run_folder import LOSS_KEY, TRAIN_SPLIT, RunFolder
 from lorma_exp.sharding import ShardedModel
-from lorma_exp.tracking import RunLogger
+from lorma_exp.tracking import RunLogger, Throughput
 
 log = logging.getLogger(__name__)
 
@@ -147,24 +147,6 @@ def lr_lambda(scheduler: Scheduler, warmup_steps: int, total_steps: int) -> Call
     return factor
 
 
-def summed_loss(
-    problem: str, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float
-) -> torch.Tensor:
-    """The loss summed over examples (or target tokens), before division by the global count."""
-    logits = logits.float()
-    if problem == "regression":
-        return F.mse_loss(logits.squeeze(-1), labels.float(), reduction="sum")
-    if problem == "causal_lm":
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)),
-        labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        label_smoothing=label_smoothing,
-        reduction="sum",
-    )
-
-
 def chunk_seed(seed: int, step: int, chunk: int) -> int:
     """The random seed of chunk ``chunk`` (its place in the global batch) at optimizer step ``step`` (from 0)."""
     return seed + step + CHUNK_SEED_STRIDE * chunk
@@ -195,13 +177,6 @@ def schedule_change_error(
             "sets differently (only trainer.scheduler=constant with a fixed warm-up can change length)"
         )
     return None
-
-
-def loss_count(problem: str, labels: torch.Tensor) -> int:
-    """How many terms :func:`summed_loss` adds up for these labels."""
-    if problem == "causal_lm":
-        return int((labels[:, 1:] != IGNORE_INDEX).sum())
-    return labels.shape[0]
 
 
 class _StopRequest:
@@ -311,6 +286,7 @@ class Trainer:
         self.skipped_steps: list[int] = []
         # since the last log line: summed mean losses and steps (applied ones), the last gradient norm
         self._pending_loss: list[Any] = [0.0, 0, None]
+        self._throughput = Throughput()
         self._stop = _StopRequest()
         self._last_checkpoint_time = time.monotonic()
 
@@ -500,7 +476,8 @@ class Trainer:
                 }
             )
             for name, value in scores.items():
-                metrics[name if index == 0 else f"{split}/{name}"] = value
+                if name != LOSS_KEY:  # the eval loss is in the events; results.json keeps the task's metrics
+                    metrics[name if index == 0 else f"{split}/{name}"] = value
         record = EvalRecord(self.step, self.epoch_of(self.step), metrics)
         evaluator = self.task.evaluator
         main = metrics.get(evaluator.main_metric)
@@ -540,11 +517,15 @@ class Trainer:
         The update is applied only when the loss and the gradient norm are finite (with fp16, the grad
         scaler skips steps whose scaled gradients overflowed, as usual; only the loss decides there).
         """
+        started = time.perf_counter()
         rank, world = self.env.rank, self.env.world_size
         mine = [m * world + rank for m in range(self.grad_accum)]
         batches: list[Batch] = [self.task.collate([self.task.train[i] for i in chunks[c]]) for c in mine]
-        count = torch.tensor(float(sum(loss_count(self.task.problem, b["labels"]) for b in batches)))
-        total_count = all_reduce_sum(count, self.env).item()
+        count = sum(loss_count(self.task.problem, b["labels"]) for b in batches)
+        tokens = sum(input_tokens(b) for b in batches)
+        total_count, total_tokens = all_reduce_sum(
+            torch.tensor([count, tokens], dtype=torch.float64), self.env
+        ).tolist()
         loss_sum = torch.zeros((), device=self.env.device)
         for micro, (chunk, batch) in enumerate(zip(mine, batches, strict=True)):
             torch.manual_seed(chunk_seed(self.seed, self.step, chunk))
@@ -573,6 +554,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        self._throughput.add(time.perf_counter() - started, total_tokens)
         return mean_loss, grad_norm, applied
 
     def _gradient_sync(self, last_micro_step: bool) -> contextlib.AbstractContextManager:
@@ -736,6 +718,7 @@ class Trainer:
                     "loss": mean,
                     "lr": self.scheduler.get_last_lr()[0],
                     "grad_norm": self._pending_loss[2],
+                    **self._throughput.take(),
                 }
             )
             self._pending_loss = [0.0, 0, None]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lorma_exp.data.classification import PaddingCollator
+from lorma_exp.run_folder import LOSS_KEY, TIMING_KEYS, RunFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KILL_DRIVER = Path(__file__).resolve().parent / "kill_driver.py"
@@ -50,9 +51,35 @@ def folder_snapshot(folder: Path) -> dict[str, bytes | None]:
     }
 
 
+def eval_scores(run_dir: Path, record: dict, checkpoint: str = "final") -> dict:
+    """What eval.py reports for the run's first split with the weights of ``checkpoint`` (``final`` or
+    ``best``): results.json's metrics there and the evaluation loss logged at that step (results.json
+    keeps only the task's metrics)."""
+    evals = [event for event in RunFolder(run_dir).read_events() if event["event"] == "eval"]
+    step, split = record[checkpoint]["step"], evals[0]["split"]
+    logged = [event for event in evals if event["step"] == step and event["split"] == split][-1]
+    return {**record[checkpoint]["metrics"], LOSS_KEY: logged[LOSS_KEY]}
+
+
+def tokens_per_train_event(events: list[dict]) -> list[int]:
+    """The input tokens each train event's steps processed, from its throughput fields: tokens/s × mean
+    seconds per step × steps since the previous train event."""
+    counts, previous = [], 0
+    for event in events:
+        if event["event"] == "train":
+            steps = event["step"] - previous
+            counts.append(round(event["tokens_per_s"] * event["step_time_s"] * steps))
+            previous = event["step"]
+    return counts
+
+
 def comparable(events: list[dict]) -> list[dict]:
     """Events without wall-clock fields, floats rounded to 6 significant digits."""
     return [
-        {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in event.items() if k != "time_s"}
+        {
+            k: float(f"{v:.6g}") if isinstance(v, float) else v
+            for k, v in event.items()
+            if k not in TIMING_KEYS
+        }
         for event in events
     ]

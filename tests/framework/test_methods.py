@@ -31,6 +31,8 @@ from lorma_exp.methods import (
 )
 from lorma_exp.methods.base import BackboneLoader
 
+from .helpers import eval_scores
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 METHOD_YAMLS = sorted((CONF_DIR / "method").glob("*.yaml"))
 
@@ -253,7 +255,7 @@ def test_a_method_registered_in_a_test_trains_and_evaluates_end_to_end(
 
     with initialize_config_dir(config_dir=str(CONF_DIR / "eval"), version_base="1.3"):
         scores = pipeline.evaluate(compose("eval", overrides=[f"run_dir={run_dir}"]))
-    assert scores["validation"] == pytest.approx(record["final"]["metrics"])
+    assert scores["validation"] == pytest.approx(eval_scores(run_dir, record))
 
 
 def test_full_fine_tuning_names_its_folder_and_files_after_the_model(
@@ -271,10 +273,10 @@ def test_full_fine_tuning_names_its_folder_and_files_after_the_model(
         with initialize_config_dir(config_dir=str(CONF_DIR / "eval"), version_base="1.3"):
             return pipeline.evaluate(compose("eval", overrides=[f"run_dir={run_dir}", *overrides]))
 
-    assert evaluate()["validation"] == pytest.approx(record["final"]["metrics"])
+    assert evaluate()["validation"] == pytest.approx(eval_scores(run_dir, record))
     (written,) = run_dir.glob("evals/*/metrics.json")
     assert json.loads(written.read_text())["weights"] == "model"
-    assert evaluate("weights=model_best")["validation"] == pytest.approx(record["best"]["metrics"])
+    assert evaluate("weights=model_best")["validation"] == pytest.approx(eval_scores(run_dir, record, "best"))
     with pytest.raises(SystemExit) as refused:
         evaluate("weights=adapter")
     assert refused.value.code == 2

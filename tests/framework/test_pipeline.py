@@ -13,13 +13,14 @@ from hydra import compose, initialize_config_dir
 from lorma_exp import pipeline
 from lorma_exp.config import EvalConfig, load_run_settings
 from lorma_exp.data import build_task_data, restore_label_names
+from lorma_exp.data.base import TaskData
 from lorma_exp.data.classification import PaddingCollator
 from lorma_exp.distributed import init_distributed
 from lorma_exp.methods import method_for
 from lorma_exp.models import load_backbone, load_tokenizer
 from lorma_exp.run_folder import RunFolder
 
-from .helpers import comparable, interrupting_collate
+from .helpers import comparable, eval_scores, interrupting_collate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -114,7 +115,7 @@ def test_eval_reproduces_the_runs_final_metrics_from_the_saved_adapter(compose_t
     with initialize_config_dir(config_dir=str(CONF_DIR / "eval"), version_base="1.3"):
         eval_cfg = compose("eval", overrides=[f"run_dir={cfg.run_dir}"])
     scores = pipeline.evaluate(eval_cfg)
-    assert scores["validation"] == pytest.approx(record["final"]["metrics"])
+    assert scores["validation"] == pytest.approx(eval_scores(Path(cfg.run_dir), record))
     written = list(Path(cfg.run_dir).glob("evals/*/metrics.json"))
     assert len(written) == 1
     assert json.loads(written[0].read_text())["splits"]["validation"] == pytest.approx(scores["validation"])
@@ -158,9 +159,8 @@ def test_text_classification_names_a_missing_column(compose_train, tiny_run_over
     assert failed.value.code == 2
 
 
-def _accuracy_on_training_rows(run_dir: Path) -> float:
-    """The saved adapter's accuracy on the run's training rows, computed by hand (not by the evaluator):
-    the task data rebuilt from the run's config, the model loaded back, argmax against the labels."""
+def _saved_model_and_task(run_dir: Path) -> tuple[torch.nn.Module, TaskData]:
+    """The run's final weights loaded back (eval mode) and its task data rebuilt from its config."""
     settings = load_run_settings(run_dir, EvalConfig(run_dir=str(run_dir)))
     restore_label_names(settings, RunFolder(run_dir))
     task = build_task_data(
@@ -172,13 +172,28 @@ def _accuracy_on_training_rows(run_dir: Path) -> float:
         return load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
 
     model = method.load(run_dir / method.weights_name, backbone, settings.model.name_or_path).eval()
-    correct = 0
+    return model, task
+
+
+def _logits_and_labels(
+    model: torch.nn.Module, task: TaskData, rows: list
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits on ``rows`` (in batches of 16) and their labels."""
+    logits, labels = [], []
     with torch.no_grad():
-        for start in range(0, len(task.train), 16):
-            batch = task.collate([task.train[i] for i in range(start, min(start + 16, len(task.train)))])
-            labels = batch.pop("labels")
-            correct += int((model(**batch).logits.argmax(-1) == labels).sum())
-    return correct / len(task.train)
+        for start in range(0, len(rows), 16):
+            batch = task.collate(rows[start : start + 16])
+            labels.append(batch.pop("labels"))
+            logits.append(model(**batch).logits)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def _accuracy_on_training_rows(run_dir: Path) -> float:
+    """The saved adapter's accuracy on the run's training rows, computed by hand (not by the evaluator):
+    the task data rebuilt from the run's config, the model loaded back, argmax against the labels."""
+    model, task = _saved_model_and_task(run_dir)
+    logits, labels = _logits_and_labels(model, task, list(task.train))
+    return float((logits.argmax(-1) == labels).double().mean())
 
 
 def test_eval_train_scores_the_training_rows_at_every_evaluation(compose_train, tiny_run_overrides):
@@ -194,6 +209,23 @@ def test_eval_train_scores_the_training_rows_at_every_evaluation(compose_train, 
     final = record["final"]["metrics"]
     assert {"accuracy", "train/accuracy", "train/f1"} <= set(final)
     assert final["train/accuracy"] == pytest.approx(_accuracy_on_training_rows(Path(cfg.run_dir)))
+
+
+def test_evaluations_log_the_mean_cross_entropy_of_the_model_on_each_split(compose_train, tiny_run_overrides):
+    """The eval loss of the last evaluation equals the cross-entropy of the saved model's logits, computed
+    here in float64 over every row of the split (the validation rows, and the training rows with
+    eval_train)."""
+    cfg = compose_train(*tiny_run_overrides, "trainer.eval_train=true")
+    pipeline.train(cfg)
+    run_dir = Path(cfg.run_dir)
+    events = RunFolder(run_dir).read_events()
+    last_step = max(e["step"] for e in events)
+    logged = {e["split"]: e["loss"] for e in events if e["event"] == "eval" and e["step"] == last_step}
+    model, task = _saved_model_and_task(run_dir)
+    for split, rows in (("validation", task.eval_splits["validation"]), ("train", task.train)):
+        logits, labels = _logits_and_labels(model, task, list(rows))
+        expected = torch.nn.functional.cross_entropy(logits.double(), labels).item()
+        assert logged[split] == pytest.approx(expected, rel=1e-5)
 
 
 def test_eval_train_is_refused_for_generation_tasks(compose_train, tiny_run_overrides):

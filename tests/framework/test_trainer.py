@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from lorma_exp.config import Scheduler
-from lorma_exp.trainer import IGNORE_INDEX, batch_plan, loss_count, lr_lambda, summed_loss
+from lorma_exp.data.base import IGNORE_INDEX
+from lorma_exp.losses import loss_count, summed_loss
+from lorma_exp.trainer import batch_plan, lr_lambda
 
 
 def test_batch_plan_covers_every_row_once_per_epoch_in_a_seeded_order() -> None:

@@ -13,6 +13,8 @@ from hydra import compose, initialize_config_dir
 from lorma_exp import pipeline
 from lorma_exp.run_folder import LABELS_FILE
 
+from .helpers import eval_scores
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GOOD_ROWS = [("a wonderful little film", "1"), ("dull and far too long", "0")] * 8
 
@@ -192,7 +194,7 @@ def test_string_labels_keep_their_ids_from_training_to_eval(compose_train, tiny_
     with initialize_config_dir(config_dir=str(CONF_DIR / "eval"), version_base="1.3"):
         eval_cfg = compose("eval", overrides=[f"run_dir={run_dir}"])
     scores = pipeline.evaluate(eval_cfg)
-    assert scores["validation"] == pytest.approx(record["final"]["metrics"])
+    assert scores["validation"] == pytest.approx(eval_scores(run_dir, record))
 
 
 def test_data_labels_fixes_the_class_order(compose_train, tiny_run_overrides, tmp_path):

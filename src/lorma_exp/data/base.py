@@ -20,6 +20,12 @@ IGNORE_INDEX = -100
 """The label of a position that carries no loss (prompt and padding tokens of a causal LM row)."""
 
 
+def input_tokens(batch: Batch) -> int:
+    """The batch's input tokens that are not padding (all of them when it has no attention mask)."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
 class Evaluator(Protocol):
     """Scores a model on one evaluation split of its task.
 

@@ -1,11 +1,13 @@
 """Sentence(-pair) classification and regression, shared by GLUE, user files and the embedded task.
 
 Rows with one or two text fields and a label become token ids; evaluation runs the model over a split
-(sharded over ranks, gathered back in order) and scores it with :mod:`lorma_exp.metrics.glue`.
+(sharded over ranks, gathered back in order) and scores it with :mod:`lorma_exp.metrics.glue`, with the
+training objective's loss (without label smoothing) as the evaluation loss.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ from transformers import PreTrainedTokenizerBase
 from lorma_exp.config import ConfigError, DataConfig, Problem, TaskConfig
 from lorma_exp.data.base import Batch, TaskData
 from lorma_exp.distributed import DistEnv, all_gather_objects
+from lorma_exp.losses import summed_loss
 from lorma_exp.metrics.glue import compute_metrics
-from lorma_exp.run_folder import TRAIN_SPLIT
+from lorma_exp.run_folder import LOSS_KEY, TRAIN_SPLIT
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -134,20 +137,26 @@ class ClassificationEvaluator:
         lockstep = isinstance(model, FSDPModule)
         rows = len(range(0, len(dataset), self.env.world_size)) if lockstep else len(indices)
         predictions: list[tuple[int, float]] = []
+        loss_sums: list[float] = []
         for start in range(0, rows, batch_size):
             chunk = indices[start : start + batch_size]
             batch = self.collate([dataset[i] for i in chunk or [0]])
-            batch.pop("labels")
+            labels = batch.pop("labels")
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
             if not chunk:
                 continue
             values = logits.squeeze(-1) if self.problem == Problem.regression else logits.argmax(-1)
             predictions.extend(zip(chunk, values.cpu().tolist(), strict=True))
+            loss_sums.append(summed_loss(self.problem, logits.cpu(), labels, label_smoothing=0.0).item())
         model.train(was_training)
-        merged = sorted(pair for shard in all_gather_objects(predictions, self.env) for pair in shard)
+        shards = all_gather_objects((predictions, loss_sums), self.env)
+        merged = sorted(pair for shard, _ in shards for pair in shard)
         predicted = np.array([value for _, value in merged])
         labels = np.array([dataset[i]["labels"] for i, _ in merged])
-        return compute_metrics(self.metric_names, predicted, labels)
+        scores = compute_metrics(self.metric_names, predicted, labels)
+        # Every rank's batch sums over the number of examples of the whole split: the mean over all of them.
+        scores[LOSS_KEY] = math.fsum(value for _, sums in shards for value in sums) / max(len(merged), 1)
+        return scores
 
 
 def build_classification_task(
