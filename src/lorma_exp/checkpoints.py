@@ -3,7 +3,7 @@
 A checkpoint replaces the previous one in steps that each leave at least one complete copy:
 
 1. the state is written to ``last.tmp/state.pt.tmp``, flushed to disk, and renamed ``state.pt`` (so a
-   ``state.pt`` that exists is complete);
+   ``state.pt`` that exists is complete; a sharded run's shards are written into ``last.tmp`` before it);
 2. the previous ``last`` is moved to ``last.old``;
 3. ``last.tmp`` becomes ``last``;
 4. ``last.old`` is removed.
@@ -39,9 +39,22 @@ def _state_file(folder: Path) -> Path:
 
 def write_checkpoint(run: RunFolder, state: dict[str, Any]) -> None:
     """Replace the run's checkpoint with ``state`` (the steps in the module docstring)."""
-    staging, target, previous = run.checkpoint_staging, run.last_checkpoint, run.checkpoint_previous
+    stage_checkpoint(run)
+    commit_checkpoint(run, state)
+
+
+def stage_checkpoint(run: RunFolder) -> Path:
+    """An empty ``last.tmp`` folder; a sharded run's ranks write their shards there before
+    :func:`commit_checkpoint` (its ``state.pt``, written last, marks the copy complete)."""
+    staging = run.checkpoint_staging
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    return staging
+
+
+def commit_checkpoint(run: RunFolder, state: dict[str, Any]) -> None:
+    """Write ``state.pt`` into the staged folder, then make it ``last`` (steps 1 to 4)."""
+    staging, target, previous = run.checkpoint_staging, run.last_checkpoint, run.checkpoint_previous
     final = _state_file(staging)
     partial = final.with_name(final.name + CHECKPOINT_STAGING_SUFFIX)
     with partial.open("wb") as handle:

@@ -91,6 +91,7 @@ class Strategy(_Choice):
     auto = "auto"
     single = "single"
     ddp = "ddp"
+    fsdp = "fsdp"
 
 
 class GenerationBackend(_Choice):
@@ -554,6 +555,8 @@ def validate(cfg: DictConfig) -> TrainConfig:
         "logs the final weights to the wandb run, and this run has none (logger.wandb=false)",
         "Add logger=wandb, or leave logger.log_artifacts=false.",
     )
+    if trainer.strategy == Strategy.fsdp:
+        _check_sharding(trainer, task)
     if task.problem == Problem.classification:
         _check(
             task.num_labels >= 2,
@@ -562,6 +565,29 @@ def validate(cfg: DictConfig) -> TrainConfig:
             "Set task.num_labels to the number of classes.",
         )
     return settings
+
+
+def _check_sharding(trainer: TrainerConfig, task: TaskConfig) -> None:
+    """What ``trainer.strategy=fsdp`` does not support (yet): each names the setting to change."""
+    _check(
+        not trainer.compile,
+        "trainer.compile",
+        "is not tested with trainer.strategy=fsdp",
+        "Set trainer.compile=false, or use trainer=ddp.",
+    )
+    _check(
+        trainer.precision != Precision.fp16,
+        "trainer.precision",
+        "fp16 needs a gradient scaler for sharded gradients, which trainer.strategy=fsdp does not have",
+        "Use trainer.precision=bf16 (or fp32) with trainer=fsdp.",
+    )
+    _check(
+        task.problem != Problem.causal_lm,
+        "trainer.strategy",
+        f"fsdp evaluates classification and regression tasks; {task.name} is {task.problem}, whose "
+        "generation would have the ranks decode different lengths in lockstep",
+        "Use trainer=ddp for generation tasks.",
+    )
 
 
 def check_precision(precision: Precision, device_type: str) -> None:

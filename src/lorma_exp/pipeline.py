@@ -322,10 +322,11 @@ def _train_in(
     log.info("Run folder: %s", run.path)
     result = trainer.fit()
     record = results_record(identity, result, counts, env)
+    trained = trainer.full_model() if result.divergence is None else None
     if env.is_main:
-        if result.divergence is None:
-            save(trainer.model, run.weights(method.weights_name))
-            write_run_exports(method, trainer.model, tokenizer, run, settings)
+        if trained is not None:
+            save(trained, run.weights(method.weights_name))
+            write_run_exports(method, trained, tokenizer, run, settings)
         logger.write_csv()
         plot_loss_curve(run.read_events(), settings.task.main_metric, curve_title(identity), run.loss_curve)
         run.write_results(record)

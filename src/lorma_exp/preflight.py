@@ -72,10 +72,11 @@ def preflight(cfg: DictConfig) -> tuple[TrainConfig, DistEnv]:
     settings = validate(cfg)
     check_task(settings.task)
     env = init_distributed(settings.trainer.device)
-    if settings.trainer.strategy == Strategy.ddp and not env.distributed:
+    strategy = settings.trainer.strategy
+    if strategy in (Strategy.ddp, Strategy.fsdp) and not env.distributed:
         raise ConfigError(
-            "trainer: trainer=ddp needs several processes. Launch with "
-            "`torchrun --nproc_per_node=N train.py trainer=ddp ...`, or drop trainer=ddp."
+            f"trainer.strategy: trainer={strategy} needs several processes. Launch with "
+            f"`torchrun --nproc_per_node=N train.py trainer={strategy} ...`, or drop trainer={strategy}."
         )
     if settings.trainer.strategy == Strategy.single and env.distributed:
         raise ConfigError("trainer.strategy: single, but launched with several processes. Use trainer=ddp.")

@@ -1,4 +1,4 @@
-"""The training loop: one code path for a single process and for torchrun DDP.
+"""The training loop: one code path for one process and for torchrun DDP or FSDP (lorma_exp.sharding).
 
 Design choices that make runs reproducible and resumable:
 - The data order of epoch ``e`` is a permutation drawn from ``seed + e`` alone, and each global batch
@@ -36,13 +36,20 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from lorma_exp.checkpoints import newest_checkpoint, read_checkpoint, write_checkpoint
+from lorma_exp.checkpoints import (
+    commit_checkpoint,
+    newest_checkpoint,
+    read_checkpoint,
+    stage_checkpoint,
+    write_checkpoint,
+)
 from lorma_exp.config import (
     ConfigError,
     EvalStrategy,
     NonFinite,
     Precision,
     Scheduler,
+    Strategy,
     TrainerConfig,
     check_precision,
 )
@@ -50,6 +57,7 @@ from lorma_exp.data.base import Batch, TaskData, input_tokens
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
 from lorma_exp.losses import loss_count, summed_loss
 from lorma_exp.run_folder import LOSS_KEY, TRAIN_SPLIT, RunFolder
+from lorma_exp.sharding import ShardedModel
 from lorma_exp.tracking import RunLogger, Throughput
 
 log = logging.getLogger(__name__)
@@ -227,7 +235,14 @@ class Trainer:
         self.logger = logger
         self.save_model = save_model
         self.weights_name = weights_name
-        self.model = model.to(env.device)
+        self.autocast_dtype = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}.get(
+            settings.precision
+        )
+        # trainer.strategy=fsdp: the model is sharded in place (lorma_exp.sharding); None otherwise
+        self.sharded = (
+            ShardedModel(model, env, self.autocast_dtype) if settings.strategy == Strategy.fsdp else None
+        )
+        self.model = model.to(env.device) if self.sharded is None else model
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         if not self.parameters:
             raise ValueError("the model has no trainable parameters: check method.targets and method.kind.")
@@ -253,14 +268,11 @@ class Trainer:
         )
         check_precision(settings.precision, env.device.type)
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=settings.precision == Precision.fp16)
-        self.autocast_dtype = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}.get(
-            settings.precision
-        )
         self.wrapped = (
             DistributedDataParallel(
                 self.model, device_ids=[env.device.index] if env.device.type == "cuda" else None
             )
-            if env.distributed
+            if env.distributed and self.sharded is None
             else self.model
         )
         if settings.compile:
@@ -318,33 +330,68 @@ class Trainer:
 
     def _weights_are_finite(self) -> bool:
         """Whether every trained weight is finite (checked before any weights or checkpoint are written)."""
+        if self.sharded is not None:
+            return self.sharded.weights_are_finite(self.parameters)
         checks = [torch.isfinite(p.detach()).all() for p in self.parameters]
         return bool(torch.stack(checks).all())
 
+    def _save_weights(self, folder: Path) -> None:
+        """Write the trained weights (a sharded model's gathered first: every rank calls this)."""
+        model = self.model if self.sharded is None else self.sharded.gathered()
+        if self.env.is_main:
+            self.save_model(model, folder)
+
+    def full_model(self) -> torch.nn.Module | None:
+        """The trained model as one process holds it (a sharded model's gathered on rank 0, None on other
+        ranks; every rank calls this)."""
+        if self.sharded is None:
+            return self.model
+        return self.sharded.gathered()
+
     def save_checkpoint(self) -> None:
         """Write the resume state (:mod:`lorma_exp.checkpoints`: a kill at any moment leaves a good copy)."""
-        if self.env.is_main:
+        if self.sharded is not None:
+            self._save_sharded_checkpoint()
+        elif self.env.is_main:
             write_checkpoint(
                 self.run,
                 {
-                    "step": self.step,
+                    **self._progress_state(),
                     "trainable": self._trainable_state(),
                     "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict(),
-                    "best": self.best,
-                    "initial": self.initial,
-                    "last_eval": self.last_eval,
-                    "losses": self.losses,
-                    "pending_loss": self._pending_loss,
-                    "skipped_steps": self.skipped_steps,
-                    "total_steps": self.total_steps,
-                    "global_batch": self.global_batch,
-                    "chunks": self.chunks,
                 },
             )
         self._last_checkpoint_time = time.monotonic()
         barrier(self.env)
+
+    def _save_sharded_checkpoint(self) -> None:
+        """Every rank writes its shards of the trained weights and optimizer state into the staging folder;
+        then rank 0 commits it with the rest of the state (``sharded``: restore reads the shards)."""
+        assert self.sharded is not None
+        if self.env.is_main:
+            stage_checkpoint(self.run)
+        barrier(self.env)
+        self.sharded.save_shards(self.run.checkpoint_staging, self.optimizer)
+        barrier(self.env)
+        if self.env.is_main:
+            commit_checkpoint(self.run, {**self._progress_state(), "sharded": True})
+
+    def _progress_state(self) -> dict[str, Any]:
+        """The resume state other than the trained weights and the optimizer's state."""
+        return {
+            "step": self.step,
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": self.best,
+            "initial": self.initial,
+            "last_eval": self.last_eval,
+            "losses": self.losses,
+            "pending_loss": self._pending_loss,
+            "skipped_steps": self.skipped_steps,
+            "total_steps": self.total_steps,
+            "global_batch": self.global_batch,
+            "chunks": self.chunks,
+        }
 
     def restore(self) -> int | None:
         """Load the newest complete checkpoint of the run folder; returns its step (None: there is none).
@@ -379,11 +426,20 @@ class Trainer:
                     f"{self.total_steps}, but {problem}. Resume with the run's own length, or start a new run."
                 )
             log.info("Resuming with %d steps instead of %d", self.total_steps, state["total_steps"])
-        named = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for name, value in state["trainable"].items():
-                named[name].copy_(value)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("sharded", False) != (self.sharded is not None):
+            raise ConfigError(
+                f"trainer.strategy: the checkpoint in {path.parent} was "
+                f"{'' if state.get('sharded') else 'not '}written by a sharded (fsdp) run. Resume with the "
+                "strategy the run was started with."
+            )
+        if self.sharded is not None:
+            self.sharded.load_shards(path.parent, self.optimizer)
+        else:
+            named = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for name, value in state["trainable"].items():
+                    named[name].copy_(value)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = self.resumed_from = state["step"]
@@ -433,8 +489,7 @@ class Trainer:
         )
         if self.step > 0 and improved and self._weights_are_finite():
             self.best = record
-            if self.env.is_main:
-                self.save_model(self.model, self.run.best_weights(self.weights_name))
+            self._save_weights(self.run.best_weights(self.weights_name))
         self.last_eval = record
         return record
 
@@ -477,18 +532,22 @@ class Trainer:
             labels = batch.pop("labels").to(self.env.device)
             inputs = {key: value.to(self.env.device) for key, value in batch.items()}
             last = micro == len(batches) - 1
-            sync = contextlib.nullcontext() if last or not self.env.distributed else self.wrapped.no_sync()
+            sync = self._gradient_sync(last)
             with sync:
                 with self._autocast():
                     logits = self.wrapped(**inputs).logits
                 loss = summed_loss(self.task.problem, logits, labels, self.settings.label_smoothing)
-                # DDP averages gradients over ranks: `* world` makes the sum the global mean's gradient
+                # DDP and FSDP average gradients over ranks: `* world` makes the sum the global mean's gradient
                 self.scaler.scale(loss * world / max(total_count, 1.0)).backward()
             loss_sum += loss.detach()
         mean_loss = all_reduce_sum(loss_sum.float().cpu(), self.env).item() / max(total_count, 1.0)
         self.scaler.unscale_(self.optimizer)
         max_norm = self.settings.max_grad_norm or float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, max_norm))
+        grad_norm = (
+            float(torch.nn.utils.clip_grad_norm_(self.parameters, max_norm))
+            if self.sharded is None
+            else self.sharded.grad_norm(self.parameters, max_norm)
+        )
         applied = math.isfinite(mean_loss) and (self.scaler.is_enabled() or math.isfinite(grad_norm))
         if applied:
             self.scaler.step(self.optimizer)
@@ -497,6 +556,14 @@ class Trainer:
         self.scheduler.step()
         self._throughput.add(time.perf_counter() - started, total_tokens)
         return mean_loss, grad_norm, applied
+
+    def _gradient_sync(self, last_micro_step: bool) -> contextlib.AbstractContextManager:
+        """Gradients are reduced over the ranks in the last micro-step's backward pass only."""
+        if self.sharded is not None:
+            return self.sharded.gradient_sync(last_micro_step)
+        if last_micro_step or not self.env.distributed:
+            return contextlib.nullcontext()
+        return self.wrapped.no_sync()
 
     def _control_flags(self) -> tuple[bool, bool]:
         """(stop requested, time-based checkpoint due), agreed by every rank (rank 0's clock decides)."""
@@ -631,13 +698,8 @@ class Trainer:
             record.metrics.get(main_metric),
         )
         at_epoch_end = self.step % self.steps_per_epoch == 0
-        if (
-            self.settings.snapshot_every_epoch
-            and at_epoch_end
-            and self.env.is_main
-            and self._weights_are_finite()
-        ):
-            self.save_model(self.model, self.run.snapshot(self.step // self.steps_per_epoch))
+        if self.settings.snapshot_every_epoch and at_epoch_end and self._weights_are_finite():
+            self._save_weights(self.run.snapshot(self.step // self.steps_per_epoch))
 
     def _record_loss(self, loss: float, grad_norm: float, applied: bool) -> None:
         """Log the mean loss of the applied steps every ``log_every`` steps (a skipped step adds nothing;

@@ -58,6 +58,8 @@ PLACEHOLDERS = {
     "ENTITY/PROJECT": "entity/project",
 }
 PLACEHOLDER_RUN = "outputs/default/placeholder-run"
+# Programs that start one of ours on every node of a cluster job (their own options are not checked).
+LAUNCHERS = ("srun",)
 HYDRA_APPS = {"train.py": (CONF_DIR, "config"), "eval.py": (CONF_DIR / "eval", "eval")}
 HYDRA_CONSOLE_SCRIPTS = {"lorma-train": "train.py", "lorma-eval": "eval.py"}
 
@@ -155,6 +157,10 @@ def console_script_main(name: str):
 
 def check_command(argv: list[str], monkeypatch) -> None:
     program, *arguments = argv
+    if program in LAUNCHERS:  # `srun [options] torchrun ...`: the command it starts is checked
+        started = next(i for i, token in enumerate(arguments) if not token.startswith("-"))
+        check_command(arguments[started:], monkeypatch)
+        return
     if program == "torchrun":
         script_at = next(i for i, token in enumerate(arguments) if token.endswith(".py"))
         program, arguments = "python", arguments[script_at:]
@@ -209,7 +215,9 @@ def test_a_documented_command_parses_and_composes(where, line, monkeypatch):
     first = [token for token in first if not re.fullmatch(r"[A-Z_]+=\S*", token)][:1]
     if first and first[0] in FOREIGN_PROGRAMS:
         pytest.skip(f"{first[0]} is another project's program")
-    assert first and first[0] in (*OUR_PROGRAMS, "torchrun", "make"), f"{where}: unknown program in {line!r}"
+    assert first and first[0] in (*OUR_PROGRAMS, *LAUNCHERS, "torchrun", "make"), (
+        f"{where}: unknown program in {line!r}"
+    )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     for argv in substituted(line):

@@ -15,6 +15,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from torch.distributed.fsdp import FSDPModule
 from transformers import PreTrainedTokenizerBase
 
 from lorma_exp.config import ConfigError, DataConfig, Problem, TaskConfig
@@ -131,13 +132,19 @@ class ClassificationEvaluator:
         was_training = model.training
         model.eval()
         indices = list(range(self.env.rank, len(dataset), self.env.world_size))
+        # A sharded (FSDP) model's forward pass is collective: every rank runs as many as rank 0, which
+        # has the most rows; a rank out of rows runs one on row 0 and keeps no prediction.
+        lockstep = isinstance(model, FSDPModule)
+        rows = len(range(0, len(dataset), self.env.world_size)) if lockstep else len(indices)
         predictions: list[tuple[int, float]] = []
         loss_sums: list[float] = []
-        for start in range(0, len(indices), batch_size):
+        for start in range(0, rows, batch_size):
             chunk = indices[start : start + batch_size]
-            batch = self.collate([dataset[i] for i in chunk])
+            batch = self.collate([dataset[i] for i in chunk or [0]])
             labels = batch.pop("labels")
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+            if not chunk:
+                continue
             values = logits.squeeze(-1) if self.problem == Problem.regression else logits.argmax(-1)
             predictions.extend(zip(chunk, values.cpu().tolist(), strict=True))
             loss_sums.append(summed_loss(self.problem, logits.cpu(), labels, label_smoothing=0.0).item())

@@ -1,0 +1,144 @@
+"""``trainer.strategy=fsdp``: the model sharded over the ranks with torch's FSDP2 (``fully_shard``).
+
+Every transformer block is sharded on its own (its parameters are gathered just before it runs and freed
+after), then the root takes what is left (embeddings, heads). The frozen base is sharded like the trained
+adapters and heads; FSDP2 keeps ``requires_grad`` per parameter, so the optimizer sees the same trainable
+parameters, as DTensor shards, as in a single process.
+
+What differs from one process, and how the trainer keeps it equal:
+- gradient norm: the norm of sharded gradients is assembled over the ranks (:meth:`ShardedModel.grad_norm`);
+- finiteness of the weights: each rank checks its shards and the ranks agree (:meth:`weights_are_finite`);
+- trained weights: rank 0 keeps an unsharded CPU copy into which the trained parameters are gathered before
+  anything is saved, so saved adapters and models are a single-process run's files (:meth:`gathered`);
+- resume state: the trained parameters and the optimizer state are written shard by shard with
+  ``torch.distributed.checkpoint`` into the checkpoint's staging folder (:meth:`save_shards`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+from lorma_exp.distributed import DistEnv
+
+# The folder, inside a checkpoint folder, that holds the sharded model and optimizer state.
+SHARDS_DIR = "shards"
+
+
+def transformer_blocks(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks of ``model``: the modules of its longest ``ModuleList`` of one class (BERT's
+    ``encoder.layer``, GPT-2's ``h``, LLaMA's ``layers``)."""
+    best: list[nn.Module] = []
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > len(best):
+            children = list(module)
+            if len({type(child) for child in children}) == 1:
+                best = children
+    return best
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+class ShardedModel:
+    """A model sharded in place with FSDP2 over every rank of the job (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, env: DistEnv, param_dtype: torch.dtype | None) -> None:
+        # Rank 0's unsharded copy: saved files are written from it, as from a single process's model.
+        self.unsharded = copy.deepcopy(model).cpu() if env.is_main else None
+        mesh = init_device_mesh(env.device.type, (env.world_size,))
+        policy = (
+            MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+            if param_dtype is not None
+            else MixedPrecisionPolicy()
+        )
+        # fully_shard moves each shard to the mesh's device: the whole model never sits on one device.
+        for block in transformer_blocks(model):
+            fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
+        self.module: FSDPModule = model  # type: ignore[assignment]
+
+    def trainable_names(self) -> list[str]:
+        return [name for name, p in self.module.named_parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def gradient_sync(self, enabled: bool) -> Iterator[None]:
+        """Reduce-scatter the gradients in this backward pass only when ``enabled`` (the last micro-step
+        of an accumulation); earlier micro-steps accumulate unsharded gradients locally."""
+        self.module.set_requires_gradient_sync(enabled)
+        try:
+            yield
+        finally:
+            self.module.set_requires_gradient_sync(True)
+
+    def grad_norm(self, parameters: list[nn.Parameter], max_norm: float) -> float:
+        """Clip the sharded gradients to ``max_norm`` in total; the unsharded gradients' total norm."""
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return float(_full(norm))
+
+    def weights_are_finite(self, parameters: list[nn.Parameter]) -> bool:
+        """Whether every shard of every rank is finite (the same answer on every rank)."""
+        finite = torch.stack([torch.isfinite(_local(p.detach())).all() for p in parameters]).all()
+        flag = torch.tensor([float(finite)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() > 0)
+
+    def gathered(self) -> nn.Module | None:
+        """Rank 0's unsharded copy with the trained parameters gathered into it (None on other ranks).
+
+        Every rank must call it (the gathers are collective). Only trained parameters are copied: the
+        frozen base never changes, so the copy made before sharding already holds it.
+        """
+        state = get_model_state_dict(
+            self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        if self.unsharded is None:
+            return None
+        trained = {name: state[name] for name in self.trainable_names()}
+        named = dict(self.unsharded.named_parameters())
+        with torch.no_grad():
+            for name, value in trained.items():
+                named[name].copy_(value)
+        return self.unsharded
+
+    def _resume_state(self, optimizer: torch.optim.Optimizer) -> dict[str, dict]:
+        trainable = set(self.trainable_names())
+        model_state = get_model_state_dict(self.module)
+        return {
+            "model": {name: value for name, value in model_state.items() if name in trainable},
+            "optimizer": get_optimizer_state_dict(self.module, optimizer),
+        }
+
+    def save_shards(self, folder: Path, optimizer: torch.optim.Optimizer) -> None:
+        """Write this rank's shards of the trained parameters and the optimizer state under ``folder``
+        (every rank calls it; ``torch.distributed.checkpoint`` writes and syncs one file per rank)."""
+        dcp.save(self._resume_state(optimizer), checkpoint_id=folder / SHARDS_DIR)
+
+    def load_shards(self, folder: Path, optimizer: torch.optim.Optimizer) -> None:
+        """Read what :meth:`save_shards` wrote into the sharded model and the optimizer."""
+        state = self._resume_state(optimizer)
+        dcp.load(state, checkpoint_id=folder / SHARDS_DIR)
+        set_model_state_dict(self.module, state["model"], options=StateDictOptions(strict=False))
+        set_optimizer_state_dict(self.module, optimizer, state["optimizer"])

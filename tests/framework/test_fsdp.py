@@ -1,0 +1,164 @@
+"""``trainer=fsdp`` (FSDP2 over 2 gloo processes under torchrun) trains what one process trains, saves what
+one process saves, and resumes exactly from its sharded checkpoints after a hard kill."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lorma_exp.config import ConfigError, validate
+from lorma_exp.run_folder import RunFolder
+
+from .helpers import KILL_DRIVER, comparable, run_entry
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("trainer.compile=true", "trainer.compile: is not tested with trainer.strategy=fsdp"),
+        ("trainer.precision=fp16", "trainer.precision: fp16 needs a gradient scaler"),
+        ("task=e2e", "trainer.strategy: fsdp evaluates classification and regression tasks"),
+    ],
+)
+def test_what_fsdp_does_not_support_is_refused_naming_the_setting(compose_train, override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        validate(compose_train("trainer=fsdp", override))
+    validate(compose_train(override))  # the setting alone is fine
+
+
+def test_trainer_fsdp_without_torchrun_says_how_to_launch(tmp_path):
+    result = run_entry("train.py", "trainer=fsdp", f"run_dir={tmp_path / 'run'}", timeout=120)
+    assert result.returncode == 2
+    assert "trainer.strategy: trainer=fsdp needs several processes" in result.stderr
+    assert "torchrun --nproc_per_node=N train.py trainer=fsdp" in result.stderr
+
+
+def _torchrun(*args: str) -> list[str]:
+    return ["--standalone", "--nproc_per_node=2", *args]
+
+
+def _assert_same_events(first, second, rel: float) -> None:
+    events = [comparable(RunFolder(folder).read_events()) for folder in (first, second)]
+    assert [e["event"] for e in events[0]] == [e["event"] for e in events[1]]
+    for mine, theirs in zip(*events, strict=True):
+        assert mine.keys() == theirs.keys()
+        for key, value in mine.items():
+            assert theirs[key] == (pytest.approx(value, rel=rel) if isinstance(value, float) else value), key
+
+
+def _adapters(folder) -> dict[str, torch.Tensor]:
+    return load_file(folder / "adapter" / "adapter_model.safetensors")
+
+
+# 9 evaluation rows in batches of 4: rank 0 runs 2 batches, rank 1 one of its own and one in lockstep
+COMPARED_RUN = [
+    "data.num_examples=96",
+    "data.max_length=32",
+    "data.eval_limit=9",
+    "trainer.eval_batch_size=4",
+    "trainer.max_steps=3",
+    "trainer.batch_size=8",
+    "trainer.log_every=1",
+    "trainer.eval_before_training=false",
+    "trainer.progress_bar=false",
+]
+
+
+def _one_process_and_fsdp(tmp_path, *overrides: str) -> None:
+    """The run on one process accumulating a global batch of 16 in 2 steps, and on 2 FSDP ranks."""
+    common = [*COMPARED_RUN, *overrides]
+    single = run_entry("train.py", *common, "trainer.grad_accum=2", f"run_dir={tmp_path / 'single'}")
+    assert single.returncode == 0, single.stderr[-3000:]
+    fsdp = run_entry(
+        *_torchrun("train.py", *common, "trainer=fsdp", f"run_dir={tmp_path / 'fsdp'}"),
+        module="torch.distributed.run",
+    )
+    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    one, two = (RunFolder(tmp_path / name).read_results() for name in ("single", "fsdp"))
+    assert two["train"]["world_size"] == 2 and one["train"]["world_size"] == 1
+    assert [e["event"] for e in RunFolder(tmp_path / "fsdp").read_events()] == ["train"] * 3 + ["eval"]
+    assert sorted(p.name for p in (tmp_path / "fsdp").iterdir()) == sorted(
+        p.name for p in (tmp_path / "single").iterdir()
+    )
+
+
+def _assert_same_tensors(tmp_path, saved: str, rtol: float, atol: float) -> None:
+    tensors = [load_file(tmp_path / name / saved) for name in ("single", "fsdp")]
+    assert tensors[0].keys() == tensors[1].keys() and tensors[0]
+    for name, tensor in tensors[0].items():
+        assert tensors[1][name].dtype == tensor.dtype
+        torch.testing.assert_close(tensors[1][name], tensor, rtol=rtol, atol=atol)
+
+
+def test_fsdp_with_two_processes_trains_and_saves_what_one_process_with_the_same_global_batch_does(tmp_path):
+    """The embedded MiniLM as users run it (dropout 0.1), its 6 blocks sharded over 2 ranks: the same losses,
+    gradient norms (of the unsharded gradients), evaluations, adapter tensors and run folder as one process
+    accumulating the same global batch."""
+    _one_process_and_fsdp(tmp_path)
+    _assert_same_events(tmp_path / "single", tmp_path / "fsdp", rel=1e-4)
+    for saved in ("adapter", "adapter_best"):
+        _assert_same_tensors(tmp_path, f"{saved}/adapter_model.safetensors", rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_fsdp_full_fine_tuning_trains_and_saves_what_one_process_does(tmp_path):
+    """Every weight trained and sharded: the same losses and gradient norms, and model/ and model_best/ as
+    one process's files. Adam's first steps move each weight by about the learning rate (1e-3) whatever the
+    size of its gradient, so a gradient near 0 summed in another order can move a weight differently: the
+    weights agree to 2e-4 (measured: 7e-5 at most), not to float precision."""
+    _one_process_and_fsdp(tmp_path, "method=full_ft")
+    _assert_same_events(tmp_path / "single", tmp_path / "fsdp", rel=1e-4)
+    for saved in ("model", "model_best"):
+        _assert_same_tensors(tmp_path, f"{saved}/model.safetensors", rtol=1e-3, atol=2e-4)
+        assert (tmp_path / "fsdp" / saved / "config.json").read_text() == (
+            tmp_path / "single" / saved / "config.json"
+        ).read_text()
+
+
+@pytest.mark.slow
+def test_fsdp_resumes_from_its_sharded_checkpoint_after_a_hard_kill_exactly(
+    tiny_bert_with_dropout_dir, tmp_path
+):
+    """Both ranks die by SIGKILL building step 4's batches (a sharded checkpoint was written at step 3's
+    evaluation); ``resume=true`` under torchrun ends with the events and adapters of an uninterrupted run."""
+    overrides = [
+        f"model.name_or_path={tiny_bert_with_dropout_dir}",
+        "data.num_examples=72",
+        "data.max_length=32",
+        "trainer=fsdp",
+        "trainer.batch_size=4",
+        "trainer.grad_accum=2",
+        "trainer.eval_batch_size=32",
+        "trainer.max_steps=6",
+        "trainer.eval_strategy=steps",
+        "trainer.eval_steps=3",
+        "trainer.log_every=1",
+        "trainer.lr=2e-3",
+        "trainer.progress_bar=false",
+    ]
+    straight = run_entry(
+        *_torchrun("train.py", *overrides, f"run_dir={tmp_path / 'straight'}"), module="torch.distributed.run"
+    )
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    # per rank: 2 batches a step, 1 evaluation batch at step 3: the 9th batch is step 4's second
+    killed = run_entry(
+        *_torchrun(str(KILL_DRIVER), "collate", "9", *overrides, f"run_dir={run_dir}"),
+        module="torch.distributed.run",
+    )
+    assert killed.returncode != 0
+    checkpoint = run_dir / "checkpoints" / "last"
+    assert (checkpoint / "state.pt").is_file() and any((checkpoint / "shards").iterdir())
+    resumed = run_entry(
+        *_torchrun("train.py", "resume=true", f"run_dir={run_dir}"), module="torch.distributed.run"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = RunFolder(run_dir).read_results()
+    assert record["train"]["resumed_from_step"] == 3
+    _assert_same_events(tmp_path / "straight", run_dir, rel=1e-6)
+    expected, actual = _adapters(tmp_path / "straight"), _adapters(run_dir)
+    assert expected.keys() == actual.keys() and expected
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, rtol=1e-6, atol=1e-7)
+    assert not (run_dir / "checkpoints").exists()
