@@ -46,7 +46,14 @@ def test_the_embedded_default_trains_and_prints_a_summary(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
+    "launcher",
+    [
+        pytest.param([], id="basic"),
+        # ~25 s; the basic launcher's sweep stays in the fast suite
+        pytest.param(
+            ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], id="joblib", marks=pytest.mark.slow
+        ),
+    ],
 )
 def test_a_two_job_multirun_writes_one_folder_per_job_named_by_the_run(tiny_bert_dir, tmp_path, launcher):
     """Overrides on both sides of -m, as users write them; each job's folder is its run_name."""

@@ -55,6 +55,7 @@ def _compare(
     assert saved == json.loads((tmp_path / "eager" / "adapter" / "adapter_config.json").read_text())
 
 
+@pytest.mark.slow  # ~18 s; every adapter's fullgraph compile stays in the fast suite
 def test_a_compiled_run_traces_the_model_and_trains_to_the_eager_losses(
     compose_train, tiny_run_overrides, tmp_path, monkeypatch
 ):

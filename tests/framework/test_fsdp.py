@@ -91,6 +91,7 @@ def _assert_same_tensors(tmp_path, saved: str, rtol: float, atol: float) -> None
         torch.testing.assert_close(tensors[1][name], tensor, rtol=rtol, atol=atol)
 
 
+@pytest.mark.slow  # ~40 s (two torchrun ranks); DDP's equality test stays fast
 def test_fsdp_with_two_processes_trains_and_saves_what_one_process_with_the_same_global_batch_does(tmp_path):
     """The embedded MiniLM as users run it (dropout 0.1), its 6 blocks sharded over 2 ranks: the same losses,
     gradient norms (of the unsharded gradients), evaluations, adapter tensors and run folder as one process

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,6 +36,7 @@ def test_every_unreachable_item_is_reported_and_the_exit_is_non_zero():
     assert "data.dataset='nyu-mll/glue'" in fetched.stderr
 
 
+@pytest.mark.slow  # ~12 s; the fast suite keeps the table listing and the offline error
 def test_the_overrides_of_one_run_list_what_that_run_needs():
     listed = prefetch("task=cola", "model=roberta_base", "--list")
     assert listed.returncode == 0, listed.stderr[-2000:]

@@ -144,6 +144,7 @@ def _reproduce(*args: str, root: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=env)
 
 
+@pytest.mark.slow  # ~40 s; every grid runs end to end in the slow smoke-grid tests
 def test_one_smoke_cell_runs_end_to_end_to_the_table_and_is_skipped_when_rerun(tmp_path) -> None:
     cell = ("table2", "--models", "roberta_base", "--tasks", "rte", "--methods", "lorma_plus")
     first = _reproduce(*cell, root=tmp_path)
