@@ -69,6 +69,8 @@ def format_summary(
         f"{weights_name}/",
         run.train_log.name,
     ]
+    if run.peft_adapter.is_dir():  # written only for updates that are exactly LoRA updates
+        outputs.insert(-1, f"{run.peft_adapter.name}/")
     counts = results["trainable_params"]
     train = results["train"]
     method = results["method"]

@@ -39,6 +39,7 @@ def test_the_embedded_default_trains_and_prints_a_summary(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lorma-exp: run finished" in result.stdout
     assert str(run_dir) in result.stdout
+    assert "adapter_peft/" in result.stdout  # the default LoRMA₊ run's PEFT export is named with the rest
     record = json.loads((run_dir / "results.json").read_text())
     assert (record["model"], record["method"], record["inflation"]) == ("minilm", "lorma_plus", "rri")
     assert record["initial"] is not None and record["final"] is not None
