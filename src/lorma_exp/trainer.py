@@ -27,7 +27,7 @@ import math
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,7 +211,8 @@ class _StopRequest:
 class Trainer:
     """Trains ``model`` on ``task`` with AdamW; rank 0 writes logs, checkpoints and trained weights.
 
-    ``save_model`` writes the trained weights to a folder (the method's format); the best evaluation's go
+    ``save_model`` writes the trained weights to a folder (the method's format), reading only the parameters
+    ``saved_parameters`` names (default: all; a sharded run gathers just these); the best evaluation's go
     to the run's ``<weights_name>_best/``, epoch snapshots to ``snapshots/epoch_<k>/``.
     """
 
@@ -226,6 +227,7 @@ class Trainer:
         logger: RunLogger,
         save_model: Callable[[torch.nn.Module, Path], None],
         weights_name: str,
+        saved_parameters: Sequence[str] | None = None,
     ) -> None:
         self.settings = settings
         self.task = task
@@ -235,6 +237,7 @@ class Trainer:
         self.logger = logger
         self.save_model = save_model
         self.weights_name = weights_name
+        self.saved_parameters = saved_parameters
         self.autocast_dtype = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}.get(
             settings.precision
         )
@@ -337,16 +340,22 @@ class Trainer:
 
     def _save_weights(self, folder: Path) -> None:
         """Write the trained weights (a sharded model's gathered first: every rank calls this)."""
-        model = self.model if self.sharded is None else self.sharded.gathered()
-        if self.env.is_main:
-            self.save_model(model, folder)
+        with self.trained_model(self.saved_parameters) as model:
+            if model is not None:
+                self.save_model(model, folder)
 
-    def full_model(self) -> torch.nn.Module | None:
-        """The trained model as one process holds it (a sharded model's gathered on rank 0, None on other
-        ranks; every rank calls this)."""
-        if self.sharded is None:
-            return self.model
-        return self.sharded.gathered()
+    @contextlib.contextmanager
+    def trained_model(self, names: Sequence[str] | None = None) -> Iterator[torch.nn.Module | None]:
+        """The trained model as one process holds it, on rank 0 (None on other ranks), while the block runs.
+
+        A sharded model is gathered onto rank 0 for the block, and only the parameters ``names`` (default:
+        all) are: the others are on the meta device there. Every rank enters it (the gathers are collective).
+        """
+        if self.sharded is not None:
+            with self.sharded.gathered(names) as model:
+                yield model
+        else:
+            yield self.model if self.env.is_main else None
 
     def save_checkpoint(self) -> None:
         """Write the resume state (:mod:`lorma_exp.checkpoints`: a kill at any moment leaves a good copy)."""

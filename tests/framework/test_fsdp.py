@@ -3,12 +3,18 @@ one process saves, and resumes exactly from its sharded checkpoints after a hard
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import BertForSequenceClassification
 
-from lorma_exp.config import ConfigError, validate
+from lorma_exp.config import CONF_DIR, ConfigError, validate
+from lorma_exp.distributed import DistEnv
+from lorma_exp.methods import method_for
 from lorma_exp.run_folder import RunFolder
+from lorma_exp.sharding import ShardedModel, materialised, meta_template
 
 from .helpers import KILL_DRIVER, comparable, run_entry
 
@@ -25,6 +31,107 @@ def test_what_fsdp_does_not_support_is_refused_naming_the_setting(compose_train,
     with pytest.raises(ConfigError, match=needle):
         validate(compose_train("trainer=fsdp", override))
     validate(compose_train(override))  # the setting alone is fine
+
+
+def _trained_model(compose_settings, tiny_bert_dir, *overrides: str):
+    """The tiny BERT with a method applied and every trained parameter moved off its initial value."""
+    settings = compose_settings(f"model.name_or_path={tiny_bert_dir}", *overrides)
+    method = method_for(settings.method.kind)
+    torch.manual_seed(0)
+    model = method.apply(BertForSequenceClassification.from_pretrained(tiny_bert_dir), settings.method)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    return method, model
+
+
+def _folder_bytes(folder) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+# every method config users can pick, and LoRMA₊ post (its export reads W on the other side)
+METHOD_CASES = [[f"method={path.stem}"] for path in sorted((CONF_DIR / "method").glob("*.yaml"))]
+METHOD_CASES.append(["method=lorma_plus", "mode=post"])
+
+
+@pytest.mark.parametrize("overrides", METHOD_CASES, ids=lambda overrides: "-".join(overrides))
+def test_a_storage_free_template_holding_only_the_parameters_a_method_reads_saves_the_same_files(
+    compose_settings, tiny_bert_dir, tmp_path, overrides
+):
+    """What a sharded run's rank 0 saves from: the model's template on the meta device, with only the
+    parameters the method declares gathered into it, writes a single-process run's files byte for byte
+    (the weights folder from ``saved_parameter_names``; with the PEFT export from ``exported_parameter_names``).
+    An undeclared read is caught here, not by an error: ``cpu_tensor @ meta_tensor`` returns uninitialised
+    CPU memory, so it shows as different bytes."""
+    method, model = _trained_model(compose_settings, tiny_bert_dir, *overrides)
+    values = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    template = meta_template(model)
+    assert all(parameter.is_meta for parameter in template.parameters())
+
+    def write(trained, folder, exports: bool) -> None:
+        method.save(trained, folder / "weights", "hub/base")
+        if exports and method.exports_exactly_to_lora(trained):
+            method.write_lora(trained, folder / "peft", "hub/base", "SEQ_CLS")
+
+    write(model, tmp_path / "one_process", exports=True)
+    for exports, names in (
+        (False, method.saved_parameter_names(model)),
+        (True, method.exported_parameter_names(model)),
+    ):
+        with materialised(template, {name: values[name] for name in names}) as holding:
+            write(holding, tmp_path / f"template_{exports}", exports)
+        assert all(parameter.is_meta for parameter in template.parameters())  # freed again
+        written = _folder_bytes(tmp_path / f"template_{exports}")
+        expected = _folder_bytes(tmp_path / "one_process")
+        if not exports:
+            expected = {path: data for path, data in expected.items() if path.startswith("weights")}
+        assert written == expected and written
+    frozen = [name for name, parameter in model.named_parameters() if not parameter.requires_grad]
+    gathered = set(method.exported_parameter_names(model))
+    if method.kind != "full_ft":  # adapters: the frozen embeddings and blocks stay off rank 0
+        assert not any(name.endswith("word_embeddings.weight") for name in gathered)
+        # of the frozen base, at most the adapted layers' weights (LoRMA₊'s exact LoRA export reads them)
+        assert {name for name in gathered & set(frozen) if not name.endswith("base_layer.weight")} == set()
+
+
+def test_sharded_models_rank_0_holds_no_weights_between_saves_and_gathers_only_what_is_asked(
+    compose_settings, tiny_bert_dir, tmp_path, monkeypatch
+):
+    """FSDP2 over a world of one gloo process, in this process: rank 0's template has every parameter on
+    the meta device; a save gathers just the named parameters, with the sharded model's values, and frees
+    them at its end."""
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    torch.distributed.init_process_group(
+        "gloo",
+        init_method=f"file://{tmp_path / 'store'}",
+        rank=0,
+        world_size=1,
+        timeout=timedelta(seconds=60),
+    )
+    try:
+        method, model = _trained_model(compose_settings, tiny_bert_dir, "method=lorma_plus")
+        expected = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+        sharded = ShardedModel(model, DistEnv(0, 1, 0, torch.device("cpu")), param_dtype=None)
+        assert sharded.template is not None
+        assert all(parameter.is_meta for parameter in sharded.template.parameters())
+        names = method.saved_parameter_names(model)
+        with sharded.gathered(names) as holding:
+            held = {
+                name: parameter for name, parameter in holding.named_parameters() if not parameter.is_meta
+            }
+            assert sorted(held) == sorted(names)
+            for name in names:
+                torch.testing.assert_close(held[name], expected[name], rtol=0, atol=0)
+            method.save(holding, tmp_path / "adapter", "hub/base")
+        assert all(parameter.is_meta for parameter in sharded.template.parameters())
+        assert load_file(tmp_path / "adapter" / "adapter_model.safetensors").keys() == set(names)
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def test_trainer_fsdp_without_torchrun_says_how_to_launch(tmp_path):
