@@ -13,7 +13,10 @@ What differs from one process, and how the trainer keeps it equal:
   afterwards, so saved adapters and models are a single-process run's files and rank 0 never holds the
   frozen base (full fine-tuning's whole model exists on rank 0 only while it is written);
 - resume state: the trained parameters and the optimizer state are written shard by shard with
-  ``torch.distributed.checkpoint`` into the checkpoint's staging folder (:meth:`save_shards`).
+  ``torch.distributed.checkpoint`` into the checkpoint's staging folder (:meth:`save_shards`);
+- ``trainer.compile``: each block is compiled (``fullgraph=True``) before it is sharded;
+- ``trainer.precision=fp16``: the gradient scaler agrees over the ranks on skipping a step
+  (:func:`gradient_scaler`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 from torch.distributed.tensor import DTensor
 
 from lorma_exp.distributed import DistEnv
@@ -62,6 +66,13 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def gradient_scaler(device_type: str, enabled: bool) -> torch.amp.GradScaler:
+    """fp16's loss scaler for sharded gradients (``ShardedGradScaler``): each rank checks its own gradient
+    shards for overflow, and the ranks all-reduce what they found before deciding, so every rank skips the
+    same steps and lowers its scale alike."""
+    return ShardedGradScaler(device_type, enabled=enabled)
 
 
 def meta_template(model: nn.Module) -> nn.Module:
@@ -97,7 +108,9 @@ def materialised(template: nn.Module, tensors: dict[str, torch.Tensor]) -> Itera
 class ShardedModel:
     """A model sharded in place with FSDP2 over every rank of the job (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, env: DistEnv, param_dtype: torch.dtype | None) -> None:
+    def __init__(
+        self, model: nn.Module, env: DistEnv, param_dtype: torch.dtype | None, compile_blocks: bool = False
+    ) -> None:
         # Rank 0's storage-free copy: saved files are written from it, as from a single process's model.
         self.template = meta_template(model) if env.is_main else None
         mesh = init_device_mesh(env.device.type, (env.world_size,))
@@ -108,6 +121,11 @@ class ShardedModel:
         )
         # fully_shard moves each shard to the mesh's device: the whole model never sits on one device.
         for block in transformer_blocks(model):
+            if compile_blocks:
+                # Compiled in place before sharding (FSDP2's recipe): the block's forward and backward trace
+                # whole, while the parameter gathers stay in FSDP's hooks around it. The root (embeddings,
+                # heads) runs eager.
+                block.compile(fullgraph=True)
             fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
         self.module: FSDPModule = model  # type: ignore[assignment]

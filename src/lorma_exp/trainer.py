@@ -57,7 +57,7 @@ from lorma_exp.data.base import Batch, TaskData, input_tokens
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
 from lorma_exp.losses import loss_count, summed_loss
 from lorma_exp.run_folder import LOSS_KEY, TRAIN_SPLIT, RunFolder
-from lorma_exp.sharding import ShardedModel
+from lorma_exp.sharding import ShardedModel, gradient_scaler
 from lorma_exp.tracking import RunLogger, Throughput
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,9 @@ class Trainer:
         )
         # trainer.strategy=fsdp: the model is sharded in place (lorma_exp.sharding); None otherwise
         self.sharded = (
-            ShardedModel(model, env, self.autocast_dtype) if settings.strategy == Strategy.fsdp else None
+            ShardedModel(model, env, self.autocast_dtype, compile_blocks=settings.compile)
+            if settings.strategy == Strategy.fsdp
+            else None
         )
         self.model = model.to(env.device) if self.sharded is None else model
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
@@ -270,7 +272,12 @@ class Trainer:
             self.optimizer, lr_lambda(settings.scheduler, self.warmup_steps, self.total_steps)
         )
         check_precision(settings.precision, env.device.type)
-        self.scaler = torch.amp.GradScaler(env.device.type, enabled=settings.precision == Precision.fp16)
+        fp16 = settings.precision == Precision.fp16
+        self.scaler = (
+            torch.amp.GradScaler(env.device.type, enabled=fp16)
+            if self.sharded is None
+            else gradient_scaler(env.device.type, enabled=fp16)
+        )
         self.wrapped = (
             DistributedDataParallel(
                 self.model, device_ids=[env.device.index] if env.device.type == "cuda" else None
@@ -278,7 +285,7 @@ class Trainer:
             if env.distributed and self.sharded is None
             else self.model
         )
-        if settings.compile:
+        if settings.compile and self.sharded is None:  # a sharded model's blocks are compiled already
             self.wrapped = torch.compile(self.wrapped)
         self.step = 0
         self.resumed_from: int | None = None
