@@ -224,7 +224,8 @@ class TrainerConfig:
     eval_train: bool = False
     num_workers: int = 0
     progress_bar: bool = True
-    # torch.compile the model for its training steps (inductor; evaluation and decoding stay eager)
+    # torch.compile the model for its training steps (inductor; evaluation and decoding stay eager; with
+    # trainer=fsdp each transformer block is compiled before sharding, and evaluation runs it compiled too)
     compile: bool = False
 
 
@@ -556,7 +557,7 @@ def validate(cfg: DictConfig) -> TrainConfig:
         "Add logger=wandb, or leave logger.log_artifacts=false.",
     )
     if trainer.strategy == Strategy.fsdp:
-        _check_sharding(trainer, task, settings.generation)
+        _check_sharding(task, settings.generation)
     if task.problem == Problem.classification:
         _check(
             task.num_labels >= 2,
@@ -567,20 +568,8 @@ def validate(cfg: DictConfig) -> TrainConfig:
     return settings
 
 
-def _check_sharding(trainer: TrainerConfig, task: TaskConfig, generation: GenerationConfig) -> None:
-    """What ``trainer.strategy=fsdp`` does not support (yet): each names the setting to change."""
-    _check(
-        not trainer.compile,
-        "trainer.compile",
-        "is not tested with trainer.strategy=fsdp",
-        "Set trainer.compile=false, or use trainer=ddp.",
-    )
-    _check(
-        trainer.precision != Precision.fp16,
-        "trainer.precision",
-        "fp16 needs a gradient scaler for sharded gradients, which trainer.strategy=fsdp does not have",
-        "Use trainer.precision=bf16 (or fp32) with trainer=fsdp.",
-    )
+def _check_sharding(task: TaskConfig, generation: GenerationConfig) -> None:
+    """What ``trainer.strategy=fsdp`` refuses, naming the setting to change."""
     _check(
         task.problem != Problem.causal_lm or generation.backend != GenerationBackend.vllm,
         "generation.backend",

@@ -288,8 +288,18 @@ def _train_in(
     def save(trained: torch.nn.Module, folder: Path) -> None:
         method.save(trained, folder, settings.model.name_or_path)
 
+    exported = method.exported_parameter_names(model)
     trainer = Trainer(
-        settings.trainer, model, task, env, run, settings.seed, logger, save, method.weights_name
+        settings.trainer,
+        model,
+        task,
+        env,
+        run,
+        settings.seed,
+        logger,
+        save,
+        method.weights_name,
+        method.saved_parameter_names(model),
     )
     resumed_from = trainer.restore() if settings.resume else None
     if env.is_main:
@@ -322,11 +332,12 @@ def _train_in(
     log.info("Run folder: %s", run.path)
     result = trainer.fit()
     record = results_record(identity, result, counts, env)
-    trained = trainer.full_model() if result.divergence is None else None
+    if result.divergence is None:
+        with trainer.trained_model(exported) as trained:
+            if trained is not None:
+                save(trained, run.weights(method.weights_name))
+                write_run_exports(method, trained, tokenizer, run, settings)
     if env.is_main:
-        if trained is not None:
-            save(trained, run.weights(method.weights_name))
-            write_run_exports(method, trained, tokenizer, run, settings)
         logger.write_csv()
         plot_loss_curve(run.read_events(), settings.task.main_metric, curve_title(identity), run.loss_curve)
         run.write_results(record)

@@ -8,17 +8,22 @@ parameters, as DTensor shards, as in a single process.
 What differs from one process, and how the trainer keeps it equal:
 - gradient norm: the norm of sharded gradients is assembled over the ranks (:meth:`ShardedModel.grad_norm`);
 - finiteness of the weights: each rank checks its shards and the ranks agree (:meth:`weights_are_finite`);
-- trained weights: rank 0 keeps an unsharded CPU copy into which the trained parameters are gathered before
-  anything is saved, so saved adapters and models are a single-process run's files (:meth:`gathered`);
+- saved weights: rank 0 keeps a template of the model whose parameters are on the meta device (no storage);
+  a save gathers into it only the parameters the method's files hold (:meth:`gathered`) and frees them
+  afterwards, so saved adapters and models are a single-process run's files and rank 0 never holds the
+  frozen base (full fine-tuning's whole model exists on rank 0 only while it is written);
 - resume state: the trained parameters and the optimizer state are written shard by shard with
-  ``torch.distributed.checkpoint`` into the checkpoint's staging folder (:meth:`save_shards`).
+  ``torch.distributed.checkpoint`` into the checkpoint's staging folder (:meth:`save_shards`);
+- ``trainer.compile``: each block is compiled (``fullgraph=True``) before it is sharded;
+- ``trainer.precision=fp16``: the gradient scaler agrees over the ranks on skipping a step
+  (:func:`gradient_scaler`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -34,6 +39,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 from torch.distributed.tensor import DTensor
 
 from lorma_exp.distributed import DistEnv
@@ -62,12 +68,51 @@ def _full(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
+def gradient_scaler(device_type: str, enabled: bool) -> torch.amp.GradScaler:
+    """fp16's loss scaler for sharded gradients (``ShardedGradScaler``): each rank checks its own gradient
+    shards for overflow, and the ranks all-reduce what they found before deciding, so every rank skips the
+    same steps and lowers its scale alike."""
+    return ShardedGradScaler(device_type, enabled=enabled)
+
+
+def meta_template(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters live on the meta device: names, shapes, dtypes, ties and
+    ``requires_grad`` as in ``model``, no storage. Buffers (position ids, rotary frequencies: small, never
+    trained) are copied as they are."""
+    memo = {
+        id(parameter): nn.Parameter(torch.empty_like(parameter, device="meta"), parameter.requires_grad)
+        for parameter in model.parameters()
+    }
+    return copy.deepcopy(model, memo)
+
+
+@contextlib.contextmanager
+def materialised(template: nn.Module, tensors: dict[str, torch.Tensor]) -> Iterator[nn.Module]:
+    """``template`` with the parameters named in ``tensors`` holding those values while the block runs,
+    back on the meta device afterwards. The parameter objects stay the same (``swap_tensors``), so tied
+    parameters (shared by several modules) take the value everywhere."""
+    named = dict(template.named_parameters())
+    swapped: list[tuple[nn.Parameter, nn.Parameter]] = []
+    try:
+        for name, value in tensors.items():
+            parameter = named[name]
+            holder = nn.Parameter(value, parameter.requires_grad)
+            torch.utils.swap_tensors(parameter, holder)
+            swapped.append((parameter, holder))
+        yield template
+    finally:
+        for parameter, holder in reversed(swapped):
+            torch.utils.swap_tensors(parameter, holder)
+
+
 class ShardedModel:
     """A model sharded in place with FSDP2 over every rank of the job (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, env: DistEnv, param_dtype: torch.dtype | None) -> None:
-        # Rank 0's unsharded copy: saved files are written from it, as from a single process's model.
-        self.unsharded = copy.deepcopy(model).cpu() if env.is_main else None
+    def __init__(
+        self, model: nn.Module, env: DistEnv, param_dtype: torch.dtype | None, compile_blocks: bool = False
+    ) -> None:
+        # Rank 0's storage-free copy: saved files are written from it, as from a single process's model.
+        self.template = meta_template(model) if env.is_main else None
         mesh = init_device_mesh(env.device.type, (env.world_size,))
         policy = (
             MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
@@ -76,6 +121,11 @@ class ShardedModel:
         )
         # fully_shard moves each shard to the mesh's device: the whole model never sits on one device.
         for block in transformer_blocks(model):
+            if compile_blocks:
+                # Compiled in place before sharding (FSDP2's recipe): the block's forward and backward trace
+                # whole, while the parameter gathers stay in FSDP's hooks around it. The root (embeddings,
+                # heads) runs eager.
+                block.compile(fullgraph=True)
             fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
         self.module: FSDPModule = model  # type: ignore[assignment]
@@ -105,23 +155,27 @@ class ShardedModel:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item() > 0)
 
-    def gathered(self) -> nn.Module | None:
-        """Rank 0's unsharded copy with the trained parameters gathered into it (None on other ranks).
+    @contextlib.contextmanager
+    def gathered(self, names: Sequence[str] | None = None) -> Iterator[nn.Module | None]:
+        """Rank 0's template holding the parameters ``names`` (default: all), unsharded on the CPU, while the
+        block runs (None on other ranks); the rest of the template stays on the meta device.
 
-        Every rank must call it (the gathers are collective). Only trained parameters are copied: the
-        frozen base never changes, so the copy made before sharding already holds it.
+        Collective: every rank calls it with the same names, each parameter is gathered in turn, and only
+        rank 0 keeps the gathered copy, until the block ends.
         """
-        state = get_model_state_dict(
-            self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
-        if self.unsharded is None:
-            return None
-        trained = {name: state[name] for name in self.trainable_names()}
-        named = dict(self.unsharded.named_parameters())
+        live = dict(self.module.named_parameters())
+        gathered: dict[str, torch.Tensor] = {}
         with torch.no_grad():
-            for name, value in trained.items():
-                named[name].copy_(value)
-        return self.unsharded
+            for name in live if names is None else names:
+                full = _full(live[name].detach())
+                if self.template is not None:
+                    gathered[name] = full.cpu()
+                del full
+        if self.template is None:
+            yield None
+            return
+        with materialised(self.template, gathered) as model:
+            yield model
 
     def _resume_state(self, optimizer: torch.optim.Optimizer) -> dict[str, dict]:
         trainable = set(self.trainable_names())

@@ -27,7 +27,7 @@ import math
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from lorma_exp.data.base import Batch, TaskData, input_tokens
 from lorma_exp.distributed import DistEnv, all_reduce_sum, barrier
 from lorma_exp.losses import loss_count, summed_loss
 from lorma_exp.run_folder import LOSS_KEY, TRAIN_SPLIT, RunFolder
-from lorma_exp.sharding import ShardedModel
+from lorma_exp.sharding import ShardedModel, gradient_scaler
 from lorma_exp.tracking import RunLogger, Throughput
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,8 @@ class _StopRequest:
 class Trainer:
     """Trains ``model`` on ``task`` with AdamW; rank 0 writes logs, checkpoints and trained weights.
 
-    ``save_model`` writes the trained weights to a folder (the method's format); the best evaluation's go
+    ``save_model`` writes the trained weights to a folder (the method's format), reading only the parameters
+    ``saved_parameters`` names (default: all; a sharded run gathers just these); the best evaluation's go
     to the run's ``<weights_name>_best/``, epoch snapshots to ``snapshots/epoch_<k>/``.
     """
 
@@ -226,6 +227,7 @@ class Trainer:
         logger: RunLogger,
         save_model: Callable[[torch.nn.Module, Path], None],
         weights_name: str,
+        saved_parameters: Sequence[str] | None = None,
     ) -> None:
         self.settings = settings
         self.task = task
@@ -235,12 +237,15 @@ class Trainer:
         self.logger = logger
         self.save_model = save_model
         self.weights_name = weights_name
+        self.saved_parameters = saved_parameters
         self.autocast_dtype = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}.get(
             settings.precision
         )
         # trainer.strategy=fsdp: the model is sharded in place (lorma_exp.sharding); None otherwise
         self.sharded = (
-            ShardedModel(model, env, self.autocast_dtype) if settings.strategy == Strategy.fsdp else None
+            ShardedModel(model, env, self.autocast_dtype, compile_blocks=settings.compile)
+            if settings.strategy == Strategy.fsdp
+            else None
         )
         self.model = model.to(env.device) if self.sharded is None else model
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
@@ -267,7 +272,12 @@ class Trainer:
             self.optimizer, lr_lambda(settings.scheduler, self.warmup_steps, self.total_steps)
         )
         check_precision(settings.precision, env.device.type)
-        self.scaler = torch.amp.GradScaler(env.device.type, enabled=settings.precision == Precision.fp16)
+        fp16 = settings.precision == Precision.fp16
+        self.scaler = (
+            torch.amp.GradScaler(env.device.type, enabled=fp16)
+            if self.sharded is None
+            else gradient_scaler(env.device.type, enabled=fp16)
+        )
         self.wrapped = (
             DistributedDataParallel(
                 self.model, device_ids=[env.device.index] if env.device.type == "cuda" else None
@@ -275,7 +285,7 @@ class Trainer:
             if env.distributed and self.sharded is None
             else self.model
         )
-        if settings.compile:
+        if settings.compile and self.sharded is None:  # a sharded model's blocks are compiled already
             self.wrapped = torch.compile(self.wrapped)
         self.step = 0
         self.resumed_from: int | None = None
@@ -337,16 +347,22 @@ class Trainer:
 
     def _save_weights(self, folder: Path) -> None:
         """Write the trained weights (a sharded model's gathered first: every rank calls this)."""
-        model = self.model if self.sharded is None else self.sharded.gathered()
-        if self.env.is_main:
-            self.save_model(model, folder)
+        with self.trained_model(self.saved_parameters) as model:
+            if model is not None:
+                self.save_model(model, folder)
 
-    def full_model(self) -> torch.nn.Module | None:
-        """The trained model as one process holds it (a sharded model's gathered on rank 0, None on other
-        ranks; every rank calls this)."""
-        if self.sharded is None:
-            return self.model
-        return self.sharded.gathered()
+    @contextlib.contextmanager
+    def trained_model(self, names: Sequence[str] | None = None) -> Iterator[torch.nn.Module | None]:
+        """The trained model as one process holds it, on rank 0 (None on other ranks), while the block runs.
+
+        A sharded model is gathered onto rank 0 for the block, and only the parameters ``names`` (default:
+        all) are: the others are on the meta device there. Every rank enters it (the gathers are collective).
+        """
+        if self.sharded is not None:
+            with self.sharded.gathered(names) as model:
+                yield model
+        else:
+            yield self.model if self.env.is_main else None
 
     def save_checkpoint(self) -> None:
         """Write the resume state (:mod:`lorma_exp.checkpoints`: a kill at any moment leaves a good copy)."""

@@ -3,27 +3,27 @@ one process saves, and resumes exactly from its sharded checkpoints after a hard
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from transformers import BertForSequenceClassification
 
-from lorma_exp.config import ConfigError, validate
+from lorma_exp import sharding
+from lorma_exp.config import CONF_DIR, ConfigError, validate
+from lorma_exp.distributed import DistEnv
+from lorma_exp.methods import method_for
 from lorma_exp.run_folder import RunFolder
+from lorma_exp.sharding import ShardedModel, materialised, meta_template
 
 from .helpers import KILL_DRIVER, comparable, run_entry
 
-
-@pytest.mark.parametrize(
-    ("override", "needle"),
-    [
-        ("trainer.compile=true", "trainer.compile: is not tested with trainer.strategy=fsdp"),
-        ("trainer.precision=fp16", "trainer.precision: fp16 needs a gradient scaler"),
-    ],
-)
-def test_what_fsdp_does_not_support_is_refused_naming_the_setting(compose_train, override, needle):
-    with pytest.raises(ConfigError, match=needle):
-        validate(compose_train("trainer=fsdp", override))
-    validate(compose_train(override))  # the setting alone is fine
+SCALER_DRIVER = Path(__file__).resolve().parent / "fsdp_scaler_driver.py"
 
 
 @pytest.mark.parametrize("task", ["restaurants", "e2e", "gsm_symbolic", "metamathqa"])
@@ -35,6 +35,177 @@ def test_fsdp_trains_generation_tasks_and_refuses_vllm_decoding_naming_the_way_t
         validate(compose_train("trainer=fsdp", f"task={task}", "generation.backend=vllm"))
     # a classification task decodes nothing: its generation settings are ignored
     validate(compose_train("trainer=fsdp", "generation.backend=vllm"))
+
+
+def _trained_model(compose_settings, tiny_bert_dir, *overrides: str):
+    """The tiny BERT with a method applied and every trained parameter moved off its initial value."""
+    settings = compose_settings(f"model.name_or_path={tiny_bert_dir}", *overrides)
+    method = method_for(settings.method.kind)
+    torch.manual_seed(0)
+    model = method.apply(BertForSequenceClassification.from_pretrained(tiny_bert_dir), settings.method)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    return method, model
+
+
+class _MetaComputations(TorchDispatchMode):
+    """Records the operations that compute with a meta tensor (a parameter that was not gathered): some give
+    uninitialised memory instead of an error (``cpu_tensor @ meta_tensor``). Detaching one (PEFT's
+    ``state_dict`` detaches every tensor before it filters) reads nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operations: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [value for value in tree_flatten((args, kwargs))[0] if isinstance(value, torch.Tensor)]
+        if func is not torch.ops.aten.detach.default and any(tensor.is_meta for tensor in tensors):
+            self.operations.append(str(func))
+        return func(*args, **kwargs)
+
+
+def _folder_contents(folder) -> dict[str, bytes | dict]:
+    """Every file's bytes; PEFT's adapter_config.json parsed, its ``target_modules`` sorted (a set in PEFT,
+    written in the set's iteration order, which a copy of the set may change)."""
+    contents: dict[str, bytes | dict] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            name = str(path.relative_to(folder))
+            contents[name] = path.read_bytes()
+            config = json.loads(contents[name]) if path.name == "adapter_config.json" else {}
+            if isinstance(config.get("target_modules"), list):
+                contents[name] = {**config, "target_modules": sorted(config["target_modules"])}
+    return contents
+
+
+# every method config users can pick, and LoRMA₊ post (its export reads W on the other side)
+METHOD_CASES = [[f"method={path.stem}"] for path in sorted((CONF_DIR / "method").glob("*.yaml"))]
+METHOD_CASES.append(["method=lorma_plus", "mode=post"])
+
+
+@pytest.mark.parametrize("overrides", METHOD_CASES, ids=lambda overrides: "-".join(overrides))
+def test_a_storage_free_template_holding_only_the_parameters_a_method_reads_saves_the_same_files(
+    compose_settings, tiny_bert_dir, tmp_path, overrides
+):
+    """What a sharded run's rank 0 saves from: the model's template on the meta device, with only the
+    parameters the method declares gathered into it, writes a single-process run's files byte for byte
+    (the weights folder from ``saved_parameter_names``; with the PEFT export from ``exported_parameter_names``).
+    An undeclared read need not raise (``cpu_tensor @ meta_tensor`` returns uninitialised memory): every
+    operation on a meta tensor is recorded."""
+    method, model = _trained_model(compose_settings, tiny_bert_dir, *overrides)
+    values = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    template = meta_template(model)
+    assert all(parameter.is_meta for parameter in template.parameters())
+
+    def write(trained, folder, exports: bool) -> None:
+        method.save(trained, folder / "weights", "hub/base")
+        if exports and method.exports_exactly_to_lora(trained):
+            method.write_lora(trained, folder / "peft", "hub/base", "SEQ_CLS")
+
+    write(model, tmp_path / "one_process", exports=True)
+    for exports, names in (
+        (False, method.saved_parameter_names(model)),
+        (True, method.exported_parameter_names(model)),
+    ):
+        with (
+            materialised(template, {name: values[name] for name in names}) as holding,
+            _MetaComputations() as meta,
+        ):
+            write(holding, tmp_path / f"template_{exports}", exports)
+        assert meta.operations == []
+        assert all(parameter.is_meta for parameter in template.parameters())  # freed again
+        written = _folder_contents(tmp_path / f"template_{exports}")
+        expected = _folder_contents(tmp_path / "one_process")
+        if not exports:
+            expected = {path: data for path, data in expected.items() if path.startswith("weights")}
+        assert written == expected and written
+    frozen = [name for name, parameter in model.named_parameters() if not parameter.requires_grad]
+    gathered = set(method.exported_parameter_names(model))
+    if method.kind != "full_ft":  # adapters: the frozen embeddings and blocks stay off rank 0
+        assert not any(name.endswith("word_embeddings.weight") for name in gathered)
+        # of the frozen base, at most the adapted layers' weights (LoRMA₊'s exact LoRA export reads them)
+        assert {name for name in gathered & set(frozen) if not name.endswith("base_layer.weight")} == set()
+
+
+@pytest.fixture
+def world_of_one(tmp_path, monkeypatch):
+    """A gloo process group of this process alone: FSDP2 shards over one rank, in the test process."""
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    torch.distributed.init_process_group(
+        "gloo",
+        init_method=f"file://{tmp_path / 'store'}",
+        rank=0,
+        world_size=1,
+        timeout=timedelta(seconds=60),
+    )
+    yield DistEnv(0, 1, 0, torch.device("cpu"))
+    torch.distributed.destroy_process_group()
+
+
+def test_sharded_models_rank_0_holds_no_weights_between_saves_and_gathers_only_what_is_asked(
+    compose_settings, tiny_bert_dir, tmp_path, world_of_one
+):
+    """Rank 0's template has every parameter on the meta device; a save gathers just the named parameters,
+    with the sharded model's values, and frees them at its end."""
+    method, model = _trained_model(compose_settings, tiny_bert_dir, "method=lorma_plus")
+    expected = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    sharded = ShardedModel(model, world_of_one, param_dtype=None)
+    assert sharded.template is not None
+    assert all(parameter.is_meta for parameter in sharded.template.parameters())
+    names = method.saved_parameter_names(model)
+    with sharded.gathered(names) as holding:
+        held = {name: parameter for name, parameter in holding.named_parameters() if not parameter.is_meta}
+        assert sorted(held) == sorted(names)
+        for name in names:
+            torch.testing.assert_close(held[name], expected[name], rtol=0, atol=0)
+        method.save(holding, tmp_path / "adapter", "hub/base")
+    assert all(parameter.is_meta for parameter in sharded.template.parameters())
+    assert load_file(tmp_path / "adapter" / "adapter_model.safetensors").keys() == set(names)
+
+
+def test_with_compile_each_block_is_compiled_whole_before_it_is_sharded(
+    compose_settings, tiny_bert_dir, world_of_one, monkeypatch
+):
+    """FSDP2's recipe: ``block.compile(fullgraph=True)`` then ``fully_shard(block)``, the root sharded eager;
+    rank 0's save template is a copy of the model from before compiling."""
+    _, model = _trained_model(compose_settings, tiny_bert_dir, "method=lorma_plus")
+    blocks = sharding.transformer_blocks(model)
+    compiled: list[tuple[torch.nn.Module, dict]] = []
+    monkeypatch.setattr(
+        torch.nn.Module, "compile", lambda module, **options: compiled.append((module, options)), raising=True
+    )
+    sharded_in_order: list[tuple[torch.nn.Module, bool]] = []
+    real_fully_shard = sharding.fully_shard
+
+    def spy(module, **options):
+        sharded_in_order.append((module, any(done is module for done, _ in compiled)))
+        return real_fully_shard(module, **options)
+
+    monkeypatch.setattr(sharding, "fully_shard", spy)
+    sharded = ShardedModel(model, world_of_one, param_dtype=None, compile_blocks=True)
+    assert [module for module, _ in compiled] == blocks and len(blocks) == 2
+    assert all(options == {"fullgraph": True} for _, options in compiled)
+    assert sharded_in_order == [*((block, True) for block in blocks), (model, False)]
+    assert sharded.template is not None and sharded.template not in [module for module, _ in compiled]
+
+
+def test_fp16_loss_scaling_skips_a_step_on_every_rank_when_one_ranks_shard_overflows(tmp_path):
+    """2 gloo ranks, an inf in rank 1's gradient shard only: both ranks skip the update and halve the scale
+    (``ShardedGradScaler`` all-reduces the overflow); the next, finite step updates both, scale kept."""
+    result = run_entry(
+        *_torchrun(str(SCALER_DRIVER), str(tmp_path)), module="torch.distributed.run", timeout=180
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert seen[0] == seen[1]
+    assert seen[0] == {
+        "scaler": "ShardedGradScaler",
+        "step0": {"weights_changed": False, "scale": 2.0**15},
+        "step1": {"weights_changed": True, "scale": 2.0**15},
+    }
 
 
 def test_trainer_fsdp_without_torchrun_says_how_to_launch(tmp_path):
@@ -126,6 +297,35 @@ def test_fsdp_full_fine_tuning_trains_and_saves_what_one_process_does(tmp_path):
         assert (tmp_path / "fsdp" / saved / "config.json").read_text() == (
             tmp_path / "single" / saved / "config.json"
         ).read_text()
+
+
+@pytest.mark.slow  # ~2 min: two torchrun runs, one compiling each block with inductor on 2 cores
+def test_fsdp_with_compiled_blocks_trains_to_the_eager_losses(tiny_bert_dir, tmp_path, monkeypatch):
+    """``trainer.compile=true`` under FSDP2 (every block compiled whole, then sharded) gives the eager sharded
+    run's losses, gradient norms, evaluations and adapters, to inductor's float reordering. No dropout:
+    inductor draws its own masks."""
+    common = [
+        f"model.name_or_path={tiny_bert_dir}",
+        *COMPARED_RUN,
+        "method=lorma_plus",
+        "method.dropout=0.0",
+        "trainer=fsdp",
+    ]
+    for name, extra in (("eager", []), ("compiled", ["trainer.compile=true"])):
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / f"inductor_{name}"))
+        result = run_entry(
+            *_torchrun("train.py", *common, *extra, f"run_dir={tmp_path / name}"),
+            module="torch.distributed.run",
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert any((tmp_path / "inductor_compiled").rglob("*.py"))  # inductor generated the blocks' code
+    assert not any((tmp_path / "inductor_eager").rglob("*.py"))
+    _assert_same_events(tmp_path / "eager", tmp_path / "compiled", rel=1e-4)
+    expected, actual = _adapters(tmp_path / "eager"), _adapters(tmp_path / "compiled")
+    assert expected.keys() == actual.keys() and expected
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

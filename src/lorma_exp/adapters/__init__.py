@@ -19,7 +19,14 @@ and how each property is tested.
 from .config import AdapterConfig
 from .io import export_peft_lora, load_adapters, save_adapters
 from .layers import AdapterLayer, LoraLinear, LormaLinear, OutputSlice
-from .model import count_trainable, inject_adapters, iter_adapter_layers, merge_adapters, unmerge_adapters
+from .model import (
+    count_trainable,
+    inject_adapters,
+    iter_adapter_layers,
+    merge_adapters,
+    saved_parameters,
+    unmerge_adapters,
+)
 from .targets import default_modules_to_save, resolve_target_names
 from .variants import INFLATIONS
 
@@ -39,5 +46,6 @@ __all__ = [
     "merge_adapters",
     "resolve_target_names",
     "save_adapters",
+    "saved_parameters",
     "unmerge_adapters",
 ]

@@ -101,6 +101,18 @@ class Method(ABC):
     def save(self, model: nn.Module, folder: Path, base_model_name_or_path: str) -> None:
         """Write what the method trained to ``folder`` (a weights folder of the run)."""
 
+    def saved_parameter_names(self, model: nn.Module) -> list[str]:
+        """The parameters :meth:`save` reads from ``model`` (qualified names): all that a sharded run gathers
+        onto one process to save. The others are on the meta device there, where some operations return
+        garbage instead of failing (``cpu @ meta``), so a method names everything it reads (tests/framework/
+        test_fsdp.py checks every built-in method's files). Default: every parameter."""
+        return [name for name, _ in model.named_parameters()]
+
+    def exported_parameter_names(self, model: nn.Module) -> list[str]:
+        """The parameters :meth:`save` and :meth:`write_lora` read together (a finished run writes both).
+        Default: :meth:`saved_parameter_names`."""
+        return self.saved_parameter_names(model)
+
     @abstractmethod
     def load(self, folder: Path, backbone: BackboneLoader, base_model_name_or_path: str) -> nn.Module:
         """The trained model from a folder :meth:`save` wrote; ``base_model_name_or_path`` is the name the

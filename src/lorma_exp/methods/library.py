@@ -16,6 +16,7 @@ from lorma_exp.adapters import (
     load_adapters,
     merge_adapters,
     save_adapters,
+    saved_parameters,
 )
 
 from .base import BackboneLoader, LoraFactors, Method, plain_value, save_merged_copy
@@ -59,6 +60,17 @@ class LibraryAdapters(Method):
 
     def save(self, model: nn.Module, folder: Path, base_model_name_or_path: str) -> None:
         save_adapters(model, folder, base_model_name_or_path=base_model_name_or_path)
+
+    def saved_parameter_names(self, model: nn.Module) -> list[str]:
+        return list(saved_parameters(model))
+
+    def exported_parameter_names(self, model: nn.Module) -> list[str]:
+        """The saved parameters, and for an exact LoRA export the adapted layers' frozen weights: LoRMA₊'s
+        LoRA factors are ``B·(A·W)`` (pre) or ``(W·B)·A`` (post)."""
+        names = self.saved_parameter_names(model)
+        if self.exports_exactly_to_lora(model):
+            names += [f"{name}.base_layer.weight" for name, _ in iter_adapter_layers(model)]
+        return names
 
     def load(self, folder: Path, backbone: BackboneLoader, base_model_name_or_path: str) -> nn.Module:
         return load_adapters(backbone(None), folder, base_model_name_or_path=base_model_name_or_path)

@@ -66,6 +66,10 @@ class PeftLora(Method):
     def save(self, model: nn.Module, folder: Path, base_model_name_or_path: str) -> None:
         model.save_pretrained(folder)
 
+    def saved_parameter_names(self, model: nn.Module) -> list[str]:
+        """PEFT saves what trains: the LoRA (and DoRA magnitude) factors, the heads' trained copies, biases."""
+        return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+
     def load(self, folder: Path, backbone: BackboneLoader, base_model_name_or_path: str) -> nn.Module:
         from peft import PeftModel
 
