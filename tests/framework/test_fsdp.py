@@ -27,14 +27,17 @@ SCALER_DRIVER = Path(__file__).resolve().parent / "fsdp_scaler_driver.py"
 
 
 @pytest.mark.parametrize("task", ["restaurants", "e2e", "gsm_symbolic", "metamathqa"])
-def test_fsdp_trains_generation_tasks_and_refuses_vllm_decoding_naming_the_way_to_use_it(compose_train, task):
+def test_fsdp_trains_generation_tasks_and_refuses_vllm_decoding_and_compiled_blocks(compose_train, task):
     """Generation tasks decode in lockstep under fsdp; vLLM, which decodes from the whole model in one
-    process, is refused with the one-process route to it."""
+    process, is refused with the one-process route to it, and compiled blocks, which recompile past
+    torch's limit, naming the setting."""
     validate(compose_train("trainer=fsdp", f"task={task}"))
     with pytest.raises(ConfigError, match=r"^generation.backend: vllm decodes in one process .* eval.py"):
         validate(compose_train("trainer=fsdp", f"task={task}", "generation.backend=vllm"))
-    # a classification task decodes nothing: its generation settings are ignored
-    validate(compose_train("trainer=fsdp", "generation.backend=vllm"))
+    with pytest.raises(ConfigError, match=r"^trainer.compile: .* Set trainer.compile=false for generation"):
+        validate(compose_train("trainer=fsdp", f"task={task}", "trainer.compile=true"))
+    # a classification task decodes nothing (its generation settings are ignored), and compiles
+    validate(compose_train("trainer=fsdp", "generation.backend=vllm", "trainer.compile=true"))
 
 
 def _trained_model(compose_settings, tiny_bert_dir, *overrides: str):
