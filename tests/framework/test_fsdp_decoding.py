@@ -140,9 +140,10 @@ def test_the_successor_model_decodes_unequal_lengths_on_each_rank():
 
 @pytest.mark.parametrize("num_beams", [1, 2], ids=["greedy", "beam2"])
 def test_a_sharded_model_decodes_in_lockstep_what_one_process_decodes(tmp_path, num_beams):
-    """Rank 1 runs out of prompts (a filler call) and, in both calls, finishes its sequences while rank 0
-    still decodes (``synced_gpus``): both ranks run the same forward passes, and the hypotheses saved are
-    one process's, in the split's order, with the metrics broadcast to both ranks.
+    """Rank 1 runs out of prompts (a filler call), and in each call one rank's sequences end while the
+    other's go on (rank 0's in the first, rank 1's in the second) and it keeps stepping (``synced_gpus``):
+    both ranks run every call's longest decoding, and the hypotheses saved are one process's, in the
+    split's order, with the metrics broadcast to both ranks.
 
     (Beam search stops at the first two finished beams, ``early_stopping=True``; on this model, whose
     every other token is equally unlikely, that cuts the last prompt's continuation short, in one process
@@ -154,6 +155,10 @@ def test_a_sharded_model_decodes_in_lockstep_what_one_process_decodes(tmp_path, 
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(WORLD)]
     assert [rank["metrics"] for rank in ranks] == [expected] * WORLD
     assert ranks[0]["forwards"] == ranks[1]["forwards"]
+    if num_beams == 1:
+        # a forward pass per token, the end of sequence included: calls 1 and 2 step until their longest
+        # sequence (prompts 1 and 4) ends, where alone rank 0 would stop after 7 + 15 and rank 1 after 13 + 2
+        assert ranks[0]["forwards"] == (12 + 1) + (14 + 1)
     saved = [(tmp_path / folder / f"{SPLIT}.hyp.txt").read_text() for folder in ("single", "predictions")]
     assert saved[1] == saved[0]
     if num_beams == 1:
