@@ -411,7 +411,7 @@ def _generation_runs(tmp_path, *overrides: str) -> list[str]:
     return hypotheses
 
 
-@pytest.mark.slow  # ~75 s on idle cores (a one-process run and a 2-rank run of SmolLM2), as the two below
+@pytest.mark.slow  # 1.5-3 min each on 2 shared cores (a one-process and a 2-rank run of SmolLM2)
 def test_fsdp_nlg_smoke_decodes_in_lockstep_what_one_process_decodes(tmp_path):
     """The NLG SMOKE (SmolLM2 on restaurants, greedy, fp32): the same hypotheses, word for word, and the
     same E2E metrics. 42 meaning representations hold 7 out for validation; in the last call rank 1's
