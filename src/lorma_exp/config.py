@@ -225,7 +225,7 @@ class TrainerConfig:
     num_workers: int = 0
     progress_bar: bool = True
     # torch.compile the model for its training steps (inductor; evaluation and decoding stay eager; with
-    # trainer=fsdp each transformer block is compiled before sharding, and evaluation runs it compiled too)
+    # trainer=fsdp each transformer block is compiled before sharding)
     compile: bool = False
 
 
@@ -557,7 +557,7 @@ def validate(cfg: DictConfig) -> TrainConfig:
         "Add logger=wandb, or leave logger.log_artifacts=false.",
     )
     if trainer.strategy == Strategy.fsdp:
-        _check_sharding(trainer, task, settings.generation)
+        _check_sharding(task, settings.generation)
     if task.problem == Problem.classification:
         _check(
             task.num_labels >= 2,
@@ -568,16 +568,8 @@ def validate(cfg: DictConfig) -> TrainConfig:
     return settings
 
 
-def _check_sharding(trainer: TrainerConfig, task: TaskConfig, generation: GenerationConfig) -> None:
+def _check_sharding(task: TaskConfig, generation: GenerationConfig) -> None:
     """What ``trainer.strategy=fsdp`` refuses, naming the setting to change."""
-    _check(
-        task.problem != Problem.causal_lm or not trainer.compile,
-        "trainer.compile",
-        f"with trainer.strategy=fsdp every block is compiled whole (fullgraph), and {task.name}'s causal-LM "
-        "blocks are recompiled for each layer's KV cache, past torch's recompile limit (the run would stop "
-        "in its first step)",
-        "Set trainer.compile=false for generation tasks under trainer=fsdp.",
-    )
     _check(
         task.problem != Problem.causal_lm or generation.backend != GenerationBackend.vllm,
         "generation.backend",
