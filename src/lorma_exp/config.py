@@ -225,7 +225,7 @@ class TrainerConfig:
     num_workers: int = 0
     progress_bar: bool = True
     # torch.compile the model for its training steps (inductor; evaluation and decoding stay eager; with
-    # trainer=fsdp each transformer block is compiled before sharding, and evaluation runs it compiled too)
+    # trainer=fsdp each transformer block is compiled before sharding)
     compile: bool = False
 
 
@@ -557,7 +557,7 @@ def validate(cfg: DictConfig) -> TrainConfig:
         "Add logger=wandb, or leave logger.log_artifacts=false.",
     )
     if trainer.strategy == Strategy.fsdp:
-        _check_sharding(trainer, task)
+        _check_sharding(task, settings.generation)
     if task.problem == Problem.classification:
         _check(
             task.num_labels >= 2,
@@ -568,14 +568,14 @@ def validate(cfg: DictConfig) -> TrainConfig:
     return settings
 
 
-def _check_sharding(trainer: TrainerConfig, task: TaskConfig) -> None:
-    """What ``trainer.strategy=fsdp`` does not support (yet): each names the setting to change."""
+def _check_sharding(task: TaskConfig, generation: GenerationConfig) -> None:
+    """What ``trainer.strategy=fsdp`` refuses, naming the setting to change."""
     _check(
-        task.problem != Problem.causal_lm,
-        "trainer.strategy",
-        f"fsdp evaluates classification and regression tasks; {task.name} is {task.problem}, whose "
-        "generation would have the ranks decode different lengths in lockstep",
-        "Use trainer=ddp for generation tasks.",
+        task.problem != Problem.causal_lm or generation.backend != GenerationBackend.vllm,
+        "generation.backend",
+        "vllm decodes in one process from the whole model, and trainer.strategy=fsdp shards it over the ranks",
+        "Evaluate with generation.backend=hf while training, then score the saved weights with vLLM in one "
+        "process: python eval.py run_dir=<run> +generation.backend=vllm.",
     )
 
 

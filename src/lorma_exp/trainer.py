@@ -48,6 +48,7 @@ from lorma_exp.config import (
     EvalStrategy,
     NonFinite,
     Precision,
+    Problem,
     Scheduler,
     Strategy,
     TrainerConfig,
@@ -241,6 +242,9 @@ class Trainer:
         self.autocast_dtype = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}.get(
             settings.precision
         )
+        # A training forward pass builds no KV cache: it would only cost memory, and under trainer.compile
+        # with trainer=fsdp each layer's cache state would recompile its compiled block past torch's limit.
+        self.forward_options = {"use_cache": False} if task.problem == Problem.causal_lm else {}
         # trainer.strategy=fsdp: the model is sharded in place (lorma_exp.sharding); None otherwise
         self.sharded = (
             ShardedModel(model, env, self.autocast_dtype, compile_blocks=settings.compile)
@@ -325,6 +329,11 @@ class Trainer:
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
         return groups
+
+    def _eager(self) -> contextlib.AbstractContextManager:
+        """Evaluation and decoding run eagerly under ``trainer.compile``: a sharded model's blocks are compiled
+        in place, and decoding's per-layer KV caches would recompile each block past torch's limit."""
+        return torch.compiler.set_stance("force_eager") if self.settings.compile else contextlib.nullcontext()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -474,7 +483,7 @@ class Trainer:
         started = time.perf_counter()
         splits = [*self.task.eval_splits, *([TRAIN_SPLIT] if self.settings.eval_train else [])]
         for index, split in enumerate(splits):
-            with self._autocast():
+            with self._eager(), self._autocast():
                 scores = self.task.evaluator(
                     self.model,
                     split,
@@ -551,7 +560,7 @@ class Trainer:
             sync = self._gradient_sync(last)
             with sync:
                 with self._autocast():
-                    logits = self.wrapped(**inputs).logits
+                    logits = self.wrapped(**inputs, **self.forward_options).logits
                 loss = summed_loss(self.task.problem, logits, labels, self.settings.label_smoothing)
                 # DDP and FSDP average gradients over ranks: `* world` makes the sum the global mean's gradient
                 self.scaler.scale(loss * world / max(total_count, 1.0)).backward()

@@ -22,11 +22,29 @@ def entry_environment() -> dict[str, str]:
 
 
 def run_entry(*args: str, timeout: int = 300, module: str | None = None) -> subprocess.CompletedProcess:
-    """``python <args>`` (or ``python -m module <args>``) from the repository root, as a user runs it."""
+    """``python <args>`` (or ``python -m module <args>``) from the repository root, as a user runs it.
+
+    Past ``timeout`` seconds (or when the test is interrupted) the whole process group is killed, the
+    ranks torchrun started included, and ``subprocess.TimeoutExpired`` fails the test: ranks stuck in a
+    collective never outlive it.
+    """
     command = [sys.executable, *(["-m", module] if module else []), *args]
-    return subprocess.run(
-        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=entry_environment()
-    )
+    with subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=entry_environment(),
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def interrupting_collate(after_calls: int) -> Callable[..., Any]:

@@ -3,16 +3,24 @@
 A generation task family supplies examples as ``{"id", "prompt", "target", "references"}`` dicts and a
 scoring function; this module turns them into training rows whose loss covers only the target tokens, and
 evaluates by decoding every prompt of a split (sharded over ranks) and scoring the hypotheses once.
+
+A sharded (FSDP) model decodes in lockstep: each forward pass gathers the parameters on every rank, so
+every rank makes as many ``generate`` calls as rank 0 (which has the most prompts), a rank out of prompts
+decodes a filler batch and keeps nothing, and every call steps until the last sequence of every rank is
+done (``synced_gpus``: a finished rank keeps running forward passes whose tokens it discards).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -65,6 +73,15 @@ class CausalLMCollator:
         }
 
 
+@dataclass(frozen=True)
+class Lockstep:
+    """How a rank decodes when the model is sharded: ``batches`` generate calls whatever its own number
+    of prompts, the calls beyond its prompts on ``filler`` (whose text it discards)."""
+
+    batches: int
+    filler: str
+
+
 def generate_texts(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -73,10 +90,12 @@ def generate_texts(
     batch_size: int,
     max_prompt_length: int,
     progress: bool,
+    lockstep: Lockstep | None = None,
 ) -> list[str]:
     """Decode every prompt (left-padded batches) and return only the newly generated text.
 
-    With ``generation.backend=vllm`` vLLM decodes instead (:mod:`lorma_exp.data.vllm`).
+    With ``lockstep`` (a sharded model) every call is collective: see the module docstring. With
+    ``generation.backend=vllm`` vLLM decodes instead (:mod:`lorma_exp.data.vllm`).
     """
     if generation.backend == GenerationBackend.vllm:
         from lorma_exp.data.vllm import generate_with_vllm
@@ -89,10 +108,13 @@ def generate_texts(
     bar = tqdm(
         total=len(prompts), desc="decode", unit="ex", disable=None if progress else True, dynamic_ncols=True
     )
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
+    calls = lockstep.batches if lockstep is not None else math.ceil(len(prompts) / batch_size)
+    for call in range(calls):
+        chunk = list(prompts[call * batch_size : (call + 1) * batch_size])
+        # only lockstep calls run out of prompts: they decode the filler and keep nothing
+        batch = chunk if chunk or lockstep is None else [lockstep.filler]
         encoded = tokenizer(
-            chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_length
+            batch, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_length
         )
         encoded = {
             key: value.to(device) for key, value in encoded.items() if key in ("input_ids", "attention_mask")
@@ -108,7 +130,10 @@ def generate_texts(
                 early_stopping=generation.num_beams > 1,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
+                synced_gpus=lockstep is not None,
             )
+        if not chunk:
+            continue
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
         texts.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         bar.update(len(chunk))
@@ -140,6 +165,14 @@ class GenerationEvaluator:
         self.max_prompt_length = max_prompt_length
         self.env = env
 
+    def _lockstep(self, model: torch.nn.Module, examples: list[Example], batch_size: int) -> Lockstep | None:
+        """A sharded model's decoding plan: rank 0's number of batches (it has the most prompts), with the
+        split's first prompt as the filler; None for a model that is not sharded."""
+        if not isinstance(model, FSDPModule) or not examples:
+            return None
+        most_prompts = len(range(0, len(examples), self.env.world_size))
+        return Lockstep(math.ceil(most_prompts / batch_size), examples[0]["prompt"])
+
     def __call__(
         self, model: torch.nn.Module, split: str, *, batch_size: int, output_dir: Path | None = None
     ) -> dict[str, float]:
@@ -153,6 +186,7 @@ class GenerationEvaluator:
             batch_size,
             self.max_prompt_length,
             progress=self.env.is_main,
+            lockstep=self._lockstep(model, examples, batch_size),
         )
         pairs = sorted(
             pair
