@@ -3,14 +3,12 @@
 torchrun --nproc_per_node=2 fsdp_load_driver.py OUT_DIR OVERRIDE... [:: OVERRIDE...]...   (run by
 tests/framework/test_fsdp.py)
 
-Each case (its overrides separated from the next case's by ``::``) is train.py overrides of a one-process
-run (model, task, method); the model is built by
-``pipeline.build_model`` with ``trainer.strategy=fsdp``, as train.py builds it (a causal LM too, which
-train.py does not yet shard), then sharded by ``ShardedModel``. Each rank writes ``case<i>_rank<k>.pt``: whether
-every parameter and buffer was on the meta device when ``ShardedModel`` received the model, how often it
-read pretrained weights, its parameters (unsharded) and buffers afterwards, which parameters are tied
-before and after, and the sharded model's logits on a fixed batch; rank 0 adds the values and logits of
-its model before sharding.
+Each case (its overrides separated from the next case's by ``::``) is train.py overrides (model, task,
+method, ``trainer=fsdp``); the model is built by ``pipeline.build_model``, as train.py builds it, then
+sharded by ``ShardedModel``. Each rank writes ``case<i>_rank<k>.pt``: whether every parameter and buffer
+was on the meta device when ``ShardedModel`` received the model, how often it read pretrained weights,
+its parameters (unsharded) and buffers afterwards, which parameters are tied before and after, and the
+sharded model's logits on a fixed batch; rank 0 adds the values and logits of its model before sharding.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from lorma_exp import models, pipeline
-from lorma_exp.config import CONF_DIR, Strategy, register_configs, validate
+from lorma_exp.config import CONF_DIR, register_configs, validate
 from lorma_exp.distributed import DistEnv, init_distributed
 from lorma_exp.methods import method_for
 from lorma_exp.sharding import ShardedModel
@@ -47,7 +45,6 @@ def build_and_shard(overrides: list[str], env: DistEnv) -> dict:
     """What this rank holds before and after sharding the model of one case."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         settings = validate(compose("config", overrides=overrides))
-    settings.trainer.strategy = Strategy.fsdp
     reads = {"n": 0}
     pretrained = models._pretrained
 

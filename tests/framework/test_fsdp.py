@@ -202,8 +202,7 @@ def test_a_rank_that_does_not_load_builds_the_model_rank_0_loads_on_the_meta_dev
     every parameter and buffer on the meta device, and the same names, shapes, dtypes, trained parameters,
     ties, buffers, modes and config as rank 0's loaded model, so that ``fully_shard`` shards both alike."""
     folder = tiny_bert_dir if family == "bert" else tiny_decoder_dirs[family]
-    settings = compose_settings(*model_overrides, f"model.name_or_path={folder}", *overrides)
-    settings.trainer.strategy = Strategy.fsdp
+    settings = compose_settings("trainer=fsdp", *model_overrides, f"model.name_or_path={folder}", *overrides)
     method = method_for(settings.method.kind)
     rank_0, rank_1 = (DistEnv(rank, 2, rank, torch.device("cpu")) for rank in (0, 1))
     loaded = pipeline.build_model(settings, method, rank_0)
@@ -250,7 +249,7 @@ def test_sharding_gives_every_rank_rank_0s_parameters_buffers_and_ties(
             "method=peft_lora",
         ],
     }
-    arguments = [argument for case in cases.values() for argument in (*case, "::")][:-1]
+    arguments = [argument for case in cases.values() for argument in ("trainer=fsdp", *case, "::")][:-1]
     result = run_entry(
         *_torchrun(str(LOAD_DRIVER), str(tmp_path), *arguments), module="torch.distributed.run", timeout=240
     )
