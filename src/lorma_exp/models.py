@@ -176,17 +176,16 @@ def load_model_config(model_cfg: ModelConfig):
 
 
 def model_skeleton(model_cfg: ModelConfig, problem: Problem, num_labels: int) -> PreTrainedModel:
-    """The backbone as :func:`load_backbone` builds it, on the ``meta`` device: every module and shape, no
-    weights, built in milliseconds whatever the model's size (what preflight checks look at)."""
+    """The backbone as :func:`load_backbone` builds it, on the ``meta`` device: every module, shape and dtype,
+    no weights, built in milliseconds whatever the model's size (what preflight checks look at)."""
     config = copy.deepcopy(load_model_config(model_cfg))
+    options = {"trust_remote_code": model_cfg.trust_remote_code, "dtype": DTYPES[model_cfg.dtype]}
     with torch.device("meta"):
         if problem == Problem.causal_lm:
-            return AutoModelForCausalLM.from_config(config, trust_remote_code=model_cfg.trust_remote_code)
+            return AutoModelForCausalLM.from_config(config, **options)
         config.num_labels = num_labels
         config.problem_type = "regression" if problem == Problem.regression else "single_label_classification"
-        return AutoModelForSequenceClassification.from_config(
-            config, trust_remote_code=model_cfg.trust_remote_code
-        )
+        return AutoModelForSequenceClassification.from_config(config, **options)
 
 
 def load_tokenizer(model_cfg: ModelConfig, problem: Problem) -> PreTrainedTokenizerBase:
@@ -212,9 +211,31 @@ def load_tokenizer(model_cfg: ModelConfig, problem: Problem) -> PreTrainedTokeni
     return tokenizer
 
 
-def load_backbone(model_cfg: ModelConfig, problem: Problem, num_labels: int) -> PreTrainedModel:
-    """The pretrained backbone with the head the problem needs (a fresh classifier for GLUE-style tasks)."""
+def load_backbone(
+    model_cfg: ModelConfig, problem: Problem, num_labels: int, weights: bool = True
+) -> PreTrainedModel:
+    """The pretrained backbone with the head the problem needs (a fresh classifier for GLUE-style tasks).
+
+    ``weights=False`` builds the same model (modules, dtypes, tied parameters, settings, eval mode) on the
+    meta device without reading the weights: what a sharded run's other ranks build while rank 0 loads
+    (``lorma_exp.sharding`` gives them rank 0's values, buffers included).
+    """
     config = load_model_config(model_cfg)
+    if weights:
+        model = _pretrained(model_cfg, problem, num_labels)
+    else:
+        model = model_skeleton(model_cfg, problem, num_labels).eval()  # from_pretrained's models are in eval
+    if model.config.pad_token_id is None and getattr(config, "eos_token_id", None) is not None:
+        eos = config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    if model_cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model
+
+
+def _pretrained(model_cfg: ModelConfig, problem: Problem, num_labels: int) -> PreTrainedModel:
+    """The backbone read from its checkpoint by transformers."""
     path = resolve_name_or_path(model_cfg.name_or_path)
     kwargs = {
         "revision": model_cfg.revision,
@@ -234,10 +255,4 @@ def load_backbone(model_cfg: ModelConfig, problem: Problem, num_labels: int) -> 
             )
     except (OSError, ValueError) as error:
         raise _load_error("model.name_or_path", model_cfg.name_or_path, error) from error
-    if model.config.pad_token_id is None and getattr(config, "eos_token_id", None) is not None:
-        eos = config.eos_token_id
-        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
-    if model_cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
     return model

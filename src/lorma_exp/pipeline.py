@@ -40,6 +40,7 @@ from lorma_exp.preflight import preflight
 from lorma_exp.resume import Resumption, check_resumable, config_of_record
 from lorma_exp.run_folder import RESULTS_FILE, RunFolder, write_evaluation_record
 from lorma_exp.run_lock import RunLock
+from lorma_exp.sharding import loads_weights
 from lorma_exp.summary import format_summary
 from lorma_exp.tracking import RunLog, RunLogger, run_log, wandb_group_and_tags
 from lorma_exp.trainer import Trainer, TrainingInterrupted, TrainResult
@@ -264,6 +265,16 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         return _train_in(run, opened, cfg, settings, env, resumption)
 
 
+def build_model(settings: TrainConfig, method: Method, env: DistEnv) -> torch.nn.Module:
+    """The model to train: the backbone with the method applied, its adapters initialised from the seed
+    alone. Under ``trainer=fsdp`` only rank 0 reads the weights; the other ranks build the same model on
+    the meta device, and receive rank 0's values once it is sharded (``lorma_exp.sharding``)."""
+    weights = loads_weights(settings.trainer.strategy, env)
+    model = load_backbone(settings.model, settings.task.problem, settings.task.num_labels, weights=weights)
+    seed_everything(settings.seed)  # adapter initialisation depends on the seed alone
+    return method.apply(model, settings.method)
+
+
 def _train_in(
     run: RunFolder,
     opened: OpenedRun,
@@ -278,9 +289,7 @@ def _train_in(
     seed_everything(settings.seed)
     tokenizer = load_tokenizer(settings.model, settings.task.problem)
     task = build_task_data(settings, tokenizer, env)
-    model = load_backbone(settings.model, settings.task.problem, settings.task.num_labels)
-    seed_everything(settings.seed)  # adapter initialisation depends on the seed alone
-    model = method.apply(model, settings.method)
+    model = build_model(settings, method, env)
     counts = method.parameter_counts(model)
     identity = run_identity(settings, method)
     logger = RunLogger(run.path, enabled=env.is_main)

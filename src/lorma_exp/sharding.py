@@ -8,6 +8,10 @@ parameters, as DTensor shards, as in a single process.
 What differs from one process, and how the trainer keeps it equal:
 - gradient norm: the norm of sharded gradients is assembled over the ranks (:meth:`ShardedModel.grad_norm`);
 - finiteness of the weights: each rank checks its shards and the ranks agree (:meth:`weights_are_finite`);
+- loading: only rank 0 reads the pretrained weights and applies the method (seeded as one process does);
+  the other ranks build the same model on the meta device (:func:`loads_weights`), and once it is sharded
+  every parameter and buffer arrives from rank 0 (:class:`ShardedModel`), so a job holds one copy of the
+  backbone, not one per rank;
 - saved weights: rank 0 keeps a template of the model whose parameters are on the meta device (no storage);
   a save gathers into it only the parameters the method's files hold (:meth:`gathered`) and frees them
   afterwards, so saved adapters and models are a single-process run's files and rank 0 never holds the
@@ -42,10 +46,17 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 from torch.distributed.tensor import DTensor
 
+from lorma_exp.config import Strategy
 from lorma_exp.distributed import DistEnv
 
 # The folder, inside a checkpoint folder, that holds the sharded model and optimizer state.
 SHARDS_DIR = "shards"
+
+
+def loads_weights(strategy: Strategy, env: DistEnv) -> bool:
+    """Whether this rank reads the backbone's pretrained weights: always, but under ``trainer=fsdp`` only rank
+    0 does; the others build the model on the meta device and receive rank 0's values when it is sharded."""
+    return strategy != Strategy.fsdp or env.is_main
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
@@ -105,14 +116,36 @@ def materialised(template: nn.Module, tensors: dict[str, torch.Tensor]) -> Itera
             torch.utils.swap_tensors(parameter, holder)
 
 
+def _receive_from_rank_0(model: nn.Module, full_state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Give the sharded ``model`` rank 0's values: each rank keeps its shards of rank 0's full state dict
+    (sent one tensor at a time), and every buffer, persistent or not (rotary frequencies, position ids: no
+    state dict holds the latter), is rank 0's. A model built on the meta device is given storage first;
+    ``to_empty`` swaps the values into the same parameter objects, so tied parameters stay tied."""
+    if any(tensor.is_meta for tensor in (*model.parameters(), *model.buffers())):
+        model.to_empty(device=device)
+    set_model_state_dict(
+        model, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    )
+    with torch.no_grad():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 class ShardedModel:
-    """A model sharded in place with FSDP2 over every rank of the job (see the module docstring)."""
+    """A model sharded in place with FSDP2 over every rank of the job (see the module docstring).
+
+    Rank 0's ``model`` holds the values to train (the loaded backbone with the method applied); another
+    rank's is the same model, usually on the meta device (:func:`loads_weights`), and takes rank 0's values.
+    """
 
     def __init__(
         self, model: nn.Module, env: DistEnv, param_dtype: torch.dtype | None, compile_blocks: bool = False
     ) -> None:
         # Rank 0's storage-free copy: saved files are written from it, as from a single process's model.
         self.template = meta_template(model) if env.is_main else None
+        # References to rank 0's unsharded tensors, kept until every rank has its shards of them (then this
+        # constructor returns and rank 0 too holds only its shards).
+        full_state = get_model_state_dict(model) if env.is_main else {}
         mesh = init_device_mesh(env.device.type, (env.world_size,))
         policy = (
             MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
@@ -128,6 +161,7 @@ class ShardedModel:
                 block.compile(fullgraph=True)
             fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
+        _receive_from_rank_0(model, full_state, env.device)
         self.module: FSDPModule = model  # type: ignore[assignment]
 
     def trainable_names(self) -> list[str]:

@@ -12,10 +12,16 @@ import torch
 from safetensors.torch import load_file
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from transformers import BertForSequenceClassification
+from transformers import (
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
-from lorma_exp import sharding
-from lorma_exp.config import CONF_DIR, ConfigError, validate
+from lorma_exp import models, pipeline, sharding
+from lorma_exp.config import CONF_DIR, ConfigError, Strategy, validate
 from lorma_exp.distributed import DistEnv
 from lorma_exp.methods import method_for
 from lorma_exp.run_folder import RunFolder
@@ -24,6 +30,7 @@ from lorma_exp.sharding import ShardedModel, materialised, meta_template
 from .helpers import KILL_DRIVER, comparable, run_entry
 
 SCALER_DRIVER = Path(__file__).resolve().parent / "fsdp_scaler_driver.py"
+LOAD_DRIVER = Path(__file__).resolve().parent / "fsdp_load_driver.py"
 
 
 @pytest.mark.parametrize("task", ["restaurants", "e2e", "gsm_symbolic", "metamathqa"])
@@ -128,6 +135,143 @@ def test_a_storage_free_template_holding_only_the_parameters_a_method_reads_save
         assert not any(name.endswith("word_embeddings.weight") for name in gathered)
         # of the frozen base, at most the adapted layers' weights (LoRMA₊'s exact LoRA export reads them)
         assert {name for name in gathered & set(frozen) if not name.endswith("base_layer.weight")} == set()
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny decoders of the embedded and paper families, each tying its embedding and LM head: a Llama as
+    SmolLM2 is (rotary frequencies in non-persistent buffers) and a GPT-2 (fused ``c_attn``)."""
+    torch.manual_seed(0)
+    decoders = {
+        "llama": LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=200,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                tie_word_embeddings=True,
+            )
+        ),
+        "gpt2": GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=200, n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+            )
+        ),
+    }
+    folders = {}
+    for name, model in decoders.items():
+        folders[name] = tmp_path_factory.mktemp(f"tiny_{name}")
+        model.save_pretrained(folders[name])
+    return folders
+
+
+def _signature(model: torch.nn.Module) -> dict:
+    """Everything of a model's structure that sharding and saving depend on, without its values."""
+    tied: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(parameter), []).append(name)
+    return {
+        "parameters": [
+            (name, p.shape, p.dtype, p.requires_grad)
+            for name, p in model.named_parameters(remove_duplicate=False)
+        ],
+        "buffers": [(name, b.shape, b.dtype) for name, b in model.named_buffers()],
+        "persistent": sorted(model.state_dict()),
+        "tied": sorted(group for group in tied.values() if len(group) > 1),
+        "training": [(name, module.training) for name, module in model.named_modules()],
+        "config": {k: v for k, v in model.config.to_dict().items() if k not in ("dtype", "torch_dtype")},
+        "dtype": model.dtype,
+    }
+
+
+BUILD_CASES = [
+    ("bert", ["task=reviews"]),
+    ("llama", ["task=e2e", "model=smollm2_135m"]),
+    ("gpt2", ["task=e2e", "model=gpt2"]),
+]
+
+
+@pytest.mark.parametrize("overrides", METHOD_CASES, ids=lambda overrides: "-".join(overrides))
+@pytest.mark.parametrize(("family", "model_overrides"), BUILD_CASES, ids=[case[0] for case in BUILD_CASES])
+def test_a_rank_that_does_not_load_builds_the_model_rank_0_loads_on_the_meta_device(
+    compose_settings, tiny_bert_dir, tiny_decoder_dirs, monkeypatch, family, model_overrides, overrides
+):
+    """Under ``trainer=fsdp`` rank 1 never reads the pretrained weights: its model (backbone and method) has
+    every parameter and buffer on the meta device, and the same names, shapes, dtypes, trained parameters,
+    ties, buffers, modes and config as rank 0's loaded model, so that ``fully_shard`` shards both alike."""
+    folder = tiny_bert_dir if family == "bert" else tiny_decoder_dirs[family]
+    settings = compose_settings("trainer=fsdp", *model_overrides, f"model.name_or_path={folder}", *overrides)
+    method = method_for(settings.method.kind)
+    rank_0, rank_1 = (DistEnv(rank, 2, rank, torch.device("cpu")) for rank in (0, 1))
+    loaded = pipeline.build_model(settings, method, rank_0)
+    reads: list[tuple] = []
+    monkeypatch.setattr(models, "_pretrained", lambda *args: reads.append(args))
+    built = pipeline.build_model(settings, method, rank_1)
+    assert reads == []
+    assert all(tensor.is_meta for tensor in (*built.parameters(), *built.buffers()))
+    assert not any(tensor.is_meta for tensor in (*loaded.parameters(), *loaded.buffers()))
+    assert _signature(built) == _signature(loaded)
+    if family != "bert":
+        assert _signature(built)["tied"]  # the decoders tie their LM head to the embedding
+
+
+def test_every_rank_reads_the_weights_unless_the_model_is_sharded():
+    assert [
+        sharding.loads_weights(strategy, DistEnv(rank, 2, rank, torch.device("cpu")))
+        for strategy in (Strategy.fsdp, Strategy.ddp)
+        for rank in (0, 1)
+    ] == [True, False, True, True]
+
+
+def test_sharding_gives_every_rank_rank_0s_parameters_buffers_and_ties(
+    tiny_bert_dir, tiny_decoder_dirs, tmp_path
+):
+    """2 gloo ranks build each model as train.py does under ``trainer=fsdp`` (rank 1 on the meta device,
+    without reading weights) and shard it: every rank then holds rank 0's loaded parameters (the adapters'
+    and the classifier's seeded initialisation included) and buffers (BERT's position ids, Llama's rotary
+    frequencies, neither in a state dict), tied parameters stay tied, and the sharded model computes the
+    unsharded model's logits."""
+    # each case, and a buffer its model keeps out of its state dict (GPT-2 has no buffers)
+    cases = {
+        "position_ids": [f"model.name_or_path={tiny_bert_dir}", "method=lorma_plus"],
+        "inv_freq": [
+            "task=e2e",
+            "model=smollm2_135m",
+            f"model.name_or_path={tiny_decoder_dirs['llama']}",
+            "method=lorma_plus",
+        ],
+        None: [
+            "task=e2e",
+            "model=gpt2",
+            f"model.name_or_path={tiny_decoder_dirs['gpt2']}",
+            "method=peft_lora",
+        ],
+    }
+    arguments = [argument for case in cases.values() for argument in ("trainer=fsdp", *case, "::")][:-1]
+    result = run_entry(
+        *_torchrun(str(LOAD_DRIVER), str(tmp_path), *arguments), module="torch.distributed.run", timeout=240
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for index, unsaved_buffer in enumerate(cases):
+        first, second = (torch.load(tmp_path / f"case{index}_rank{rank}.pt") for rank in (0, 1))
+        assert first["pretrained_reads"] == 1 and first["meta_before"] == []
+        assert second["pretrained_reads"] == 0 and len(second["meta_before"]) == second["tensors_before"] > 0
+        expected, buffers = first["values_before"], first["buffers_before"]
+        if unsaved_buffer is not None:
+            unsaved = [name for name in buffers if name.endswith(unsaved_buffer)]
+            assert unsaved and not set(unsaved) & set(first["state_dict_keys"])
+        for record in (first, second):
+            assert record["tied_after"] == record["tied_before"] == first["tied_before"]
+            assert record["values_after"].keys() == expected.keys()
+            for name, value in expected.items():
+                torch.testing.assert_close(record["values_after"][name], value, rtol=0, atol=0)
+            assert record["buffers_after"].keys() == buffers.keys()
+            for name, value in buffers.items():
+                torch.testing.assert_close(record["buffers_after"][name], value, rtol=0, atol=0)
+            torch.testing.assert_close(record["logits_after"], first["logits_before"], rtol=1e-5, atol=1e-6)
+    assert first["tied_before"]  # GPT-2 ties its LM head to the embedding
 
 
 @pytest.fixture
