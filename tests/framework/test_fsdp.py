@@ -352,6 +352,7 @@ def test_fp16_loss_scaling_skips_a_step_on_every_rank_when_one_ranks_shard_overf
     }
 
 
+@pytest.mark.slow  # ~7 s; the same preflight check keeps its fast test for trainer=ddp (test_cli.py)
 def test_trainer_fsdp_without_torchrun_says_how_to_launch(tmp_path):
     result = run_entry("train.py", "trainer=fsdp", f"run_dir={tmp_path / 'run'}", timeout=120)
     assert result.returncode == 2

@@ -138,7 +138,11 @@ def test_the_successor_model_decodes_unequal_lengths_on_each_rank():
     }
 
 
-@pytest.mark.parametrize("num_beams", [1, 2], ids=["greedy", "beam2"])
+@pytest.mark.parametrize(
+    "num_beams",
+    [1, pytest.param(2, marks=pytest.mark.slow)],
+    ids=["greedy", "beam2"],  # beam2: make test-slow
+)
 def test_a_sharded_model_decodes_in_lockstep_what_one_process_decodes(tmp_path, num_beams):
     """Rank 1 runs out of prompts (a filler call), and in each call one rank's sequences end while the
     other's go on (rank 0's in the first, rank 1's in the second) and it keeps stepping (``synced_gpus``):
