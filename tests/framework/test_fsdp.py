@@ -444,6 +444,21 @@ def test_fsdp_full_fine_tuning_trains_and_saves_what_one_process_does(tmp_path):
         ).read_text()
 
 
+def _eager_and_compiled_sharded_runs(tmp_path, monkeypatch, common: list[str], timeout: int) -> None:
+    """``common`` on 2 FSDP ranks into ``tmp_path/eager`` and, with ``trainer.compile=true``, into
+    ``tmp_path/compiled``, each with its own inductor cache: only the compiled run generates code."""
+    for name, extra in (("eager", []), ("compiled", ["trainer.compile=true"])):
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / f"inductor_{name}"))
+        result = run_entry(
+            *_torchrun("train.py", *common, *extra, f"run_dir={tmp_path / name}"),
+            module="torch.distributed.run",
+            timeout=timeout,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert any((tmp_path / "inductor_compiled").rglob("*.py"))  # inductor generated the blocks' code
+    assert not any((tmp_path / "inductor_eager").rglob("*.py"))
+
+
 @pytest.mark.slow  # ~2 min: two torchrun runs, one compiling each block with inductor on 2 cores
 def test_fsdp_with_compiled_blocks_trains_to_the_eager_losses(tiny_bert_dir, tmp_path, monkeypatch):
     """``trainer.compile=true`` under FSDP2 (every block compiled whole, then sharded) gives the eager sharded
@@ -456,16 +471,7 @@ def test_fsdp_with_compiled_blocks_trains_to_the_eager_losses(tiny_bert_dir, tmp
         "method.dropout=0.0",
         "trainer=fsdp",
     ]
-    for name, extra in (("eager", []), ("compiled", ["trainer.compile=true"])):
-        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / f"inductor_{name}"))
-        result = run_entry(
-            *_torchrun("train.py", *common, *extra, f"run_dir={tmp_path / name}"),
-            module="torch.distributed.run",
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert any((tmp_path / "inductor_compiled").rglob("*.py"))  # inductor generated the blocks' code
-    assert not any((tmp_path / "inductor_eager").rglob("*.py"))
+    _eager_and_compiled_sharded_runs(tmp_path, monkeypatch, common, timeout=600)
     _assert_same_events(tmp_path / "eager", tmp_path / "compiled", rel=1e-4)
     expected, actual = _adapters(tmp_path / "eager"), _adapters(tmp_path / "compiled")
     assert expected.keys() == actual.keys() and expected
@@ -597,15 +603,7 @@ def test_fsdp_compiled_causal_lm_trains_and_decodes_what_the_eager_sharded_run_d
         "method.dropout=0.0",
         "trainer=fsdp",
     ]
-    for name, extra in (("eager", []), ("compiled", ["trainer.compile=true"])):
-        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / f"inductor_{name}"))
-        result = run_entry(
-            *_torchrun("train.py", *common, *extra, f"run_dir={tmp_path / name}"),
-            module="torch.distributed.run",
-            timeout=900,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert any((tmp_path / "inductor_compiled").rglob("*.py"))  # inductor generated the blocks' code
+    _eager_and_compiled_sharded_runs(tmp_path, monkeypatch, common, timeout=900)
     _assert_same_events(tmp_path / "eager", tmp_path / "compiled", rel=1e-4)
     hypotheses = [
         (tmp_path / name / "predictions" / "validation.hyp.txt").read_text() for name in ("eager", "compiled")
